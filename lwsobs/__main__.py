@@ -1,0 +1,5 @@
+import sys
+
+from lwsobs.cli import main
+
+sys.exit(main())

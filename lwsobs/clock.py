@@ -1,0 +1,16 @@
+"""The one clock the adapters read: wall-clock nanoseconds that never go backwards.
+
+Spans need epoch time, durations need a monotonic clock; anchoring monotonic time to the wall
+clock once gives both, so an NTP step never yields a negative duration.
+"""
+
+from __future__ import annotations
+
+import time
+
+_ANCHOR = time.time_ns() - time.monotonic_ns()
+_monotonic_ns = time.monotonic_ns
+
+
+def now_ns() -> int:
+    return _ANCHOR + _monotonic_ns()

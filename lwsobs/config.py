@@ -1,0 +1,102 @@
+"""Configuration from the environment and the command line, read once at start-up.
+
+Standard OTEL_* variables keep their meaning; LWSOBS_* variables cover what OTel does not.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from lwsobs.core.policy import LeakPolicy, parse_idle_limits
+from lwsobs.core.roles import Role
+
+
+class ConfigError(ValueError):
+    """A setting has a value lwsobs cannot use; the message names the setting."""
+
+
+def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    value = raw.strip().lower()
+    if value in ("1", "true", "on", "yes"):
+        return True
+    if value in ("0", "false", "off", "no"):
+        return False
+    raise ConfigError(f"{name} must be on or off, got {raw!r}")
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 1) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
+    if value < minimum:
+        raise ConfigError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+    if not value > 0:
+        raise ConfigError(f"{name} must be positive, got {value}")
+    return value
+
+
+@dataclass
+class Config:
+    spans: bool = True
+    otlp: bool = False  # export over OTLP/HTTP (endpoint and headers from OTEL_EXPORTER_OTLP_*)
+    join_traceparent: bool = True  # transaction spans join an incoming trace, linking the wsi
+    idle_limits: dict[Role, float | None] = field(default_factory=dict)
+    recent_traces: int = 500
+    span_queue: int = 65536
+    span_batch: int = 512
+    span_delay_s: float = 0.5
+    tick_s: float = 1.0
+    service_name: str = "lwsobs"
+
+    @property
+    def policy(self) -> LeakPolicy:
+        return LeakPolicy().with_limits(self.idle_limits)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
+        env = os.environ if env is None else env
+        sampler = env.get("OTEL_TRACES_SAMPLER", "").strip().lower()
+        exporter = env.get("OTEL_TRACES_EXPORTER", "").strip().lower()
+        has_endpoint = bool(
+            env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+        )
+        if exporter not in ("", "otlp", "none"):
+            raise ConfigError(f"OTEL_TRACES_EXPORTER must be otlp or none, got {exporter!r}")
+        mode = env.get("LWSOBS_TRACEPARENT", "join").strip().lower()
+        if mode not in ("join", "nest"):
+            raise ConfigError(f"LWSOBS_TRACEPARENT must be join or nest, got {mode!r}")
+        try:
+            idle = parse_idle_limits(env.get("LWSOBS_IDLE_LIMITS", ""))
+        except ValueError as exc:
+            raise ConfigError(f"LWSOBS_IDLE_LIMITS: {exc}") from None
+        return cls(
+            spans=_flag(env, "LWSOBS_SPANS", sampler != "always_off"),
+            otlp=exporter == "otlp" or (exporter == "" and has_endpoint),
+            join_traceparent=mode == "join",
+            idle_limits=idle,
+            recent_traces=_int(env, "LWSOBS_RECENT_TRACES", 500, minimum=0),
+            span_queue=_int(env, "LWSOBS_SPAN_QUEUE", 65536),
+            span_batch=_int(env, "OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 512),
+            span_delay_s=_int(env, "OTEL_BSP_SCHEDULE_DELAY", 500) / 1000,
+            tick_s=_float(env, "LWSOBS_TICK_SECONDS", 1.0),
+        )

@@ -1,0 +1,53 @@
+"""The closed set of wsi roles, leak rules and end reasons used as label values.
+
+Labels never carry unbounded values, so every label value the core can produce is listed here.
+"""
+
+from enum import StrEnum
+
+
+class Role(StrEnum):
+    """What a wsi is; a wsi may change role once (h1-server -> ws-server on upgrade)."""
+
+    LISTEN = "listen"
+    H1_SERVER = "h1-server"
+    H2_SERVER = "h2-server"
+    H2_STREAM = "h2-stream"
+    WS_SERVER = "ws-server"
+    H1_CLIENT = "h1-client"
+    H2_CLIENT = "h2-client"
+    WS_CLIENT = "ws-client"
+    RAW = "raw"
+    INTERNAL = "internal"
+
+
+SERVER_ROLES = frozenset({Role.H1_SERVER, Role.H2_SERVER, Role.H2_STREAM, Role.WS_SERVER})
+CLIENT_ROLES = frozenset({Role.H1_CLIENT, Role.H2_CLIENT, Role.WS_CLIENT})
+
+
+class LeakRule(StrEnum):
+    """Why a wsi was flagged as never getting its WSI_DESTROY."""
+
+    CONTEXT_DESTROYED = "context_destroyed"  # its context was torn down while it was live
+    IDENTITY_REUSED = "identity_reused"  # a new wsi appeared at its identity while it was live
+    FINALIZED = "finalized"  # its connection object was collected without the close callback
+    IDLE = "idle"  # no activity for longer than its role's limit (suspect only)
+    SOURCE_LOST = "source_lost"  # its producer went silent (suspect only)
+
+
+SUSPECT_RULES = frozenset({LeakRule.IDLE, LeakRule.SOURCE_LOST})
+
+
+class EndReason(StrEnum):
+    """How a connection span ended."""
+
+    DESTROYED = "destroyed"  # the normal end: WSI_DESTROY / connection_lost
+    SHUTDOWN = "shutdown"  # ended by a graceful shutdown of its context or of lwsobs
+    LEAKED = "leaked"  # flagged by a leak rule
+
+
+def code_class(status: int | None) -> str:
+    """Map an HTTP status to a bounded label value (1xx..5xx, or 'none')."""
+    if status is None or not 100 <= status <= 599:
+        return "none"
+    return f"{status // 100}xx"

@@ -1,0 +1,28 @@
+"""What the Tracker tells its sinks. Sinks on the hot path only append or bump integers."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from lwsobs.core.model import Transaction, Wsi
+from lwsobs.core.roles import Role
+
+
+class Sink(Protocol):
+    def wsi_opened(self, wsi: Wsi) -> None:
+        """A wsi was created (or first seen)."""
+
+    def role_changed(self, wsi: Wsi, old: Role) -> None:
+        """The wsi moved from role `old` to `wsi.role` (an upgrade)."""
+
+    def transaction_ended(self, txn: Transaction) -> None:
+        """A transaction finished; `txn.end_ns`, `txn.status` and `txn.error` are final."""
+
+    def wsi_flagged(self, wsi: Wsi, rule: str, certain: bool) -> None:
+        """A leak rule fired. Called once per wsi, before wsi_span_ended."""
+
+    def wsi_span_ended(self, wsi: Wsi) -> None:
+        """The wsi's connection span is over: destroyed, shut down or flagged (see end_reason)."""
+
+    def wsi_destroyed(self, wsi: Wsi) -> None:
+        """The wsi got its WSI_DESTROY (also after an earlier suspect flag) and left the table."""

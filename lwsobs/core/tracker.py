@@ -1,0 +1,343 @@
+"""The Tracker: the wsi table and every lifecycle and leak rule, as plain method calls.
+
+It never reads a clock or does I/O: callers pass `now` (nanoseconds since the epoch) and the
+Tracker hands finished facts to its sinks. Sources hold the Wsi handles `open` returns, so the hot
+path never looks anything up by key.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+
+from lwsobs.core.model import Context, Peer, Transaction, Wsi
+from lwsobs.core.policy import NS, LeakPolicy
+from lwsobs.core.roles import SUSPECT_RULES, EndReason, LeakRule, Role
+from lwsobs.core.sink import Sink
+
+
+class Tracker:
+    """Owns the live wsi table; the only writer of Context, Wsi and Transaction records."""
+
+    def __init__(self, sinks: Sequence[Sink] = (), policy: LeakPolicy | None = None) -> None:
+        self.policy = policy or LeakPolicy()
+        self._contexts: dict[tuple[str, str], Context] = {}
+        self._serial = 0
+        self._txn_serial = 0
+        # Idle checking is a wheel of one-second slots: a tick visits only the slots that are due,
+        # never the whole table.
+        self._wheel: dict[int, list[Wsi]] = {}
+        self._wheel_slots: list[int] = []
+        # Live wsis flagged as suspects, by context and role (their count is a gauge).
+        self.suspects: dict[Context, dict[Role, set[Wsi]]] = {}
+        self._sinks: list[Sink] = []
+        for sink in sinks:
+            self.add_sink(sink)
+
+    # -- wiring ------------------------------------------------------------------------------
+
+    def add_sink(self, sink: Sink) -> None:
+        self._sinks.append(sink)
+        self._on_open = [s.wsi_opened for s in self._sinks]
+        self._on_role = [s.role_changed for s in self._sinks]
+        self._on_txn = [s.transaction_ended for s in self._sinks]
+        self._on_flag = [s.wsi_flagged for s in self._sinks]
+        self._on_span_end = [s.wsi_span_ended for s in self._sinks]
+        self._on_destroy = [s.wsi_destroyed for s in self._sinks]
+
+    def context(self, source: str, name: str) -> Context:
+        """The live context (source, name), created on first use."""
+        key = (source, name)
+        ctx = self._contexts.get(key)
+        if ctx is None or ctx.destroyed:
+            ctx = self._contexts[key] = Context(source, name)
+        return ctx
+
+    @property
+    def contexts(self) -> Iterable[Context]:
+        return self._contexts.values()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def open(
+        self,
+        context: Context,
+        role: Role,
+        now: int,
+        *,
+        peer: Peer = None,
+        local: Peer = None,
+        parent: Wsi | None = None,
+        attrs: dict[str, Any] | None = None,
+    ) -> Wsi:
+        """A wsi was created: WSI_CREATE, an accepted connection, a socket starting to listen."""
+        self._serial += 1
+        wsi = Wsi(self._serial, context, role, now, peer, local, parent, attrs)
+        live = context.live.get(role)
+        if live is None:
+            live = context.live[role] = set()
+        live.add(wsi)
+        limit = self.policy.idle_limit_ns(role)
+        if limit is not None:
+            self._schedule(wsi, now + limit)
+        for cb in self._on_open:
+            cb(wsi)
+        return wsi
+
+    def bind(
+        self,
+        wsi: Wsi,
+        now: int,
+        *,
+        arrived: int | None = None,
+        method: str | None = None,
+        path: str | None = None,
+        traceparent: str | None = None,
+    ) -> Transaction | None:
+        """A transaction starts (HTTP_BIND_PROTOCOL / a request taken off the queue).
+
+        `arrived` is when the request's bytes arrived; for pipelined requests it is earlier than
+        `now` and the difference is the queue wait. A transaction still open is ended first,
+        as 'superseded': on one h1 wsi transactions never overlap.
+        """
+        if wsi.end_ns is not None:
+            return None
+        if wsi.txn is not None:
+            self._end_transaction(wsi, wsi.txn, now, None, None, "superseded")
+        self._txn_serial += 1
+        txn = Transaction(
+            wsi,
+            self._txn_serial,
+            wsi.transactions,
+            now if arrived is None or arrived > now else arrived,
+            now,
+            method,
+            path,
+            traceparent,
+        )
+        wsi.transactions += 1
+        wsi.txn = txn
+        wsi.last_ns = now
+        active = wsi.context.active_transactions
+        active[wsi.role] = active.get(wsi.role, 0) + 1
+        return txn
+
+    def drop(
+        self,
+        wsi: Wsi,
+        now: int,
+        *,
+        status: int | None = None,
+        route: str | None = None,
+        error: str | None = None,
+    ) -> Transaction | None:
+        """The current transaction ends (HTTP_DROP_PROTOCOL after a completed transaction)."""
+        txn = wsi.txn
+        if txn is None:
+            return None
+        self._end_transaction(wsi, txn, now, status, route, error)
+        return txn
+
+    def touch(self, wsi: Wsi, now: int) -> None:
+        """Activity that is not a transaction boundary (websocket frames, h2 pings)."""
+        if now > wsi.last_ns:
+            wsi.last_ns = now
+
+    def upgrade(self, wsi: Wsi, role: Role, now: int, *, status: int = 101) -> None:
+        """The wsi changes role (h1-server -> ws-server); its open transaction ends here.
+
+        The websocket session that follows is part of the connection, not one long transaction.
+        """
+        if wsi.end_ns is not None or wsi.role == role:
+            return
+        if wsi.txn is not None:
+            self._end_transaction(wsi, wsi.txn, now, status, None, None)
+        old = wsi.role
+        ctx = wsi.context
+        ctx.live[old].discard(wsi)
+        live = ctx.live.get(role)
+        if live is None:
+            live = ctx.live[role] = set()
+        live.add(wsi)
+        suspects = self.suspects.get(ctx)
+        if suspects is not None and wsi in suspects.get(old, ()):
+            suspects[old].discard(wsi)
+            suspects.setdefault(role, set()).add(wsi)
+        wsi.role = role
+        wsi.last_ns = now
+        self._add_event(wsi, "upgraded", now, {"lws.role.previous": old.value})
+        old_limit = self.policy.idle_limit_ns(old)
+        new_limit = self.policy.idle_limit_ns(role)
+        if new_limit is not None and old_limit is None:
+            self._schedule(wsi, now + new_limit)
+        for cb in self._on_role:
+            cb(wsi, old)
+
+    def destroy(self, wsi: Wsi, now: int) -> bool:
+        """WSI_DESTROY / connection_lost: the wsi is gone. Returns False if it already ended.
+
+        A wsi destroyed while its context is closing ends as 'shutdown'. A suspect that gets
+        destroyed after all leaves the suspects (the suspicion is resolved).
+        """
+        if wsi.end_ns is not None:
+            return False
+        if wsi.txn is not None:
+            self._end_transaction(wsi, wsi.txn, now, None, None, "aborted")
+        reason = EndReason.SHUTDOWN if wsi.context.closing else EndReason.DESTROYED
+        self._remove(wsi, now, reason)
+        if not wsi.span_ended:
+            self._end_span(wsi, now)
+        for cb in self._on_destroy:
+            cb(wsi)
+        return True
+
+    def flag(self, wsi: Wsi, now: int, rule: LeakRule) -> bool:
+        """A leak rule fired for `wsi`. Each wsi is flagged (and counted) at most once.
+
+        Certain rules end the wsi: it is gone and leaves the live table. Suspect rules keep it
+        live (it may still be destroyed) but end its span so the trace shows it now. A suspect
+        later found certain leaves the table without being counted twice.
+        """
+        if wsi.end_ns is not None:
+            return False
+        certain = rule not in SUSPECT_RULES
+        if wsi.leak is not None:
+            if certain:
+                self._forget_suspect(wsi)
+                self._remove(wsi, now, EndReason.LEAKED)
+            return False
+        wsi.leak = rule.value
+        if certain:
+            if wsi.txn is not None:
+                self._end_transaction(wsi, wsi.txn, now, None, None, "leaked")
+            self._remove(wsi, now, EndReason.LEAKED)
+        else:
+            self.suspects.setdefault(wsi.context, {}).setdefault(wsi.role, set()).add(wsi)
+            self._add_event(wsi, "leak_suspected", now, {"lws.leak.rule": rule.value})
+        wsi.span_end_ns = now
+        for cb in self._on_flag:
+            cb(wsi, rule.value, certain)
+        self._end_span(wsi, now)
+        return True
+
+    def context_closing(self, context: Context) -> None:
+        """A graceful shutdown of the context began: wsis destroyed from now on end as shutdown."""
+        context.closing = True
+
+    def context_destroyed(self, context: Context, now: int, *, graceful: bool) -> list[Wsi]:
+        """The context is gone (lws_context_destroy returned, a server stopped).
+
+        After a graceful shutdown the wsis still live end as 'shutdown' and nothing is flagged;
+        otherwise each is a certain leak. Returns the wsis that were still live.
+        """
+        leftovers = [w for live in context.live.values() for w in live]
+        leftovers.sort(key=lambda w: w.serial)
+        if graceful:
+            context.closing = True
+            for wsi in leftovers:
+                self.destroy(wsi, now)
+        else:
+            for wsi in leftovers:
+                self.flag(wsi, now, LeakRule.CONTEXT_DESTROYED)
+        context.destroyed = True
+        self.suspects.pop(context, None)
+        if self._contexts.get((context.source, context.name)) is context:
+            del self._contexts[(context.source, context.name)]
+        return leftovers
+
+    def shutdown(self, now: int) -> None:
+        """lwsobs itself stops gracefully: every open span ends as 'shutdown', nothing flagged."""
+        for ctx in list(self._contexts.values()):
+            self.context_destroyed(ctx, now, graceful=True)
+
+    def tick(self, now: int) -> list[Wsi]:
+        """Run the idle rule for the wheel slots that are due. Returns the wsis it flagged."""
+        flagged: list[Wsi] = []
+        due_slot = now // NS
+        slots = self._wheel_slots
+        while slots and slots[0] <= due_slot:
+            for wsi in self._wheel.pop(heapq.heappop(slots)):
+                if wsi.end_ns is not None or wsi.leak is not None:
+                    continue
+                limit = self.policy.idle_limit_ns(wsi.role)
+                if limit is None:
+                    continue
+                if wsi.txn is not None:
+                    self._schedule(wsi, now + limit)
+                elif wsi.last_ns + limit > now:
+                    self._schedule(wsi, wsi.last_ns + limit)
+                elif self.flag(wsi, now, LeakRule.IDLE):
+                    flagged.append(wsi)
+        return flagged
+
+    # -- queries -----------------------------------------------------------------------------
+
+    def live_wsis(self) -> Iterator[Wsi]:
+        for ctx in self._contexts.values():
+            for live in ctx.live.values():
+                yield from live
+
+    def live_count(self) -> int:
+        return sum(len(s) for ctx in self._contexts.values() for s in ctx.live.values())
+
+    def suspect_wsis(self) -> Iterator[Wsi]:
+        for by_role in self.suspects.values():
+            for wsis in by_role.values():
+                yield from wsis
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _end_transaction(
+        self,
+        wsi: Wsi,
+        txn: Transaction,
+        now: int,
+        status: int | None,
+        route: str | None,
+        error: str | None,
+    ) -> None:
+        txn.end_ns = now
+        txn.status = status
+        txn.route = route
+        txn.error = error
+        wsi.txn = None
+        if now > wsi.last_ns:
+            wsi.last_ns = now
+        wsi.context.active_transactions[wsi.role] -= 1
+        for cb in self._on_txn:
+            cb(txn)
+
+    def _remove(self, wsi: Wsi, now: int, reason: EndReason) -> None:
+        ctx = wsi.context
+        ctx.live[wsi.role].discard(wsi)
+        self._forget_suspect(wsi)
+        wsi.end_ns = now
+        wsi.end_reason = reason.value
+
+    def _forget_suspect(self, wsi: Wsi) -> None:
+        by_role = self.suspects.get(wsi.context)
+        if by_role is not None:
+            wsis = by_role.get(wsi.role)
+            if wsis is not None:
+                wsis.discard(wsi)
+
+    def _end_span(self, wsi: Wsi, now: int) -> None:
+        # For a suspect this is the moment it was flagged: it is still live, its span is over.
+        wsi.span_end_ns = now
+        for cb in self._on_span_end:
+            cb(wsi)
+
+    def _add_event(self, wsi: Wsi, name: str, now: int, attrs: dict[str, Any] | None) -> None:
+        if wsi.events is None:
+            wsi.events = []
+        wsi.events.append((name, now, attrs))
+
+    def _schedule(self, wsi: Wsi, deadline_ns: int) -> None:
+        slot = deadline_ns // NS + 1
+        bucket = self._wheel.get(slot)
+        if bucket is None:
+            self._wheel[slot] = [wsi]
+            heapq.heappush(self._wheel_slots, slot)
+        else:
+            bucket.append(wsi)

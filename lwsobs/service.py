@@ -1,0 +1,86 @@
+"""The lwsobs service: one aiohttp application that observes itself and shows what it knows."""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import random
+
+from aiohttp import WSMsgType, web
+
+from lwsobs.clock import now_ns
+from lwsobs.instrument import instrument
+from lwsobs.observer import Observer
+from lwsobs.web_api import add_api_routes
+
+
+def build_app(observer: Observer) -> web.Application:
+    """The service app, instrumented with the same `instrument()` any aiohttp app uses."""
+    app = web.Application()
+    instrument(app, observer, source="lwsobs", metrics_path="/metrics")
+    add_api_routes(app, observer)
+    app.router.add_get("/", index)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/demo/hello", hello)
+    app.router.add_get("/demo/slow", slow)
+    app.router.add_get("/demo/error", error)
+    app.router.add_get("/demo/ws", websocket_echo)
+    app[OBSERVER] = observer
+    return app
+
+
+OBSERVER = web.AppKey("lwsobs_observer", Observer)
+
+
+async def index(request: web.Request) -> web.Response:
+    observer = request.app[OBSERVER]
+    counts: dict[str, int] = {}
+    for wsi in observer.tracker.live_wsis():
+        counts[wsi.role.value] = counts.get(wsi.role.value, 0) + 1
+    rows = "".join(
+        f"<tr><td>{html.escape(role)}</td><td>{n}</td></tr>" for role, n in sorted(counts.items())
+    )
+    leaks = len(observer.live.leaks)
+    body = (
+        "<!doctype html><meta charset=utf-8><title>lwsobs</title>"
+        "<h1>lwsobs</h1><p>Live wsis by role:</p>"
+        f"<table border=1><tr><th>role</th><th>live</th></tr>{rows}</table>"
+        f"<p>Flagged wsis: {leaks}</p><ul>"
+        "<li><a href=/metrics>/metrics</a> Prometheus exposition</li>"
+        "<li><a href=/api/wsis>/api/wsis</a> live wsis</li>"
+        "<li><a href=/api/leaks>/api/leaks</a> flagged wsis</li>"
+        "<li><a href=/api/traces>/api/traces</a> recent traces</li></ul>"
+    )
+    return web.Response(text=body, content_type="text/html")
+
+
+async def healthz(request: web.Request) -> web.Response:
+    observer = request.app[OBSERVER]
+    return web.json_response({"status": "ok", "live_wsis": observer.tracker.live_count(),
+                              "time_ns": now_ns()})
+
+
+async def hello(request: web.Request) -> web.Response:
+    return web.Response(text="hello from lwsobs\n")
+
+
+async def slow(request: web.Request) -> web.Response:
+    raw = request.query.get("ms", "")
+    ms = int(raw) if raw.isdigit() else random.randint(5, 80)
+    await asyncio.sleep(min(ms, 2000) / 1000)
+    return web.Response(text=f"slept {min(ms, 2000)} ms\n")
+
+
+async def error(request: web.Request) -> web.Response:
+    raise web.HTTPInternalServerError(text="a deliberate 500 for the demo\n")
+
+
+async def websocket_echo(request: web.Request) -> web.WebSocketResponse:
+    ws = web.WebSocketResponse()
+    await ws.prepare(request)
+    async for msg in ws:
+        if msg.type == WSMsgType.TEXT:
+            await ws.send_str(msg.data)
+        elif msg.type == WSMsgType.BINARY:
+            await ws.send_bytes(msg.data)
+    return ws

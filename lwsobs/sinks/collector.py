@@ -1,0 +1,175 @@
+"""The prometheus_client Collector: renders the Tracker's table and MetricsSink at scrape time.
+
+Rendering cost depends on the number of (source, role) pairs, never on the number of wsis:
+live counts are set lengths, histograms are fixed-size integer lists.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any
+
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.samples import Exemplar
+
+from lwsobs.core.ids import Ids
+from lwsobs.core.model import Transaction, Wsi
+from lwsobs.core.roles import Role
+from lwsobs.core.tracker import Tracker
+from lwsobs.sinks.histogram import Histogram
+from lwsobs.sinks.metrics import MetricsSink
+
+ExtraFamilies = Callable[[], Iterable[Metric]]
+
+
+class LwsobsCollector:
+    """Registered once per registry; `extra` adds self-metrics of other parts (span export)."""
+
+    def __init__(
+        self,
+        tracker: Tracker,
+        metrics: MetricsSink,
+        ids: Ids | None = None,
+        extra: list[ExtraFamilies] | None = None,
+    ) -> None:
+        self.tracker = tracker
+        self.metrics = metrics
+        self.ids = ids
+        self.extra = extra if extra is not None else []
+
+    def describe(self) -> list[Metric]:
+        return []  # no collect() at registration time
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self._live()
+        m = self.metrics
+        yield _counter(
+            "lwsobs_wsi_created", "wsis created, by the role they started in",
+            ("source", "role"), _relabel(m.created),
+        )
+        yield _counter(
+            "lwsobs_wsi_destroyed", "wsis that got their WSI_DESTROY, by their final role",
+            ("source", "role"), _relabel(m.destroyed),
+        )
+        yield _counter(
+            "lwsobs_wsi_upgrades", "wsis that changed role (e.g. h1-server to ws-server)",
+            ("source", "from_role", "to_role"), _relabel(m.upgrades),
+        )
+        yield _counter(
+            "lwsobs_transactions", "transactions ended, by HTTP status class",
+            ("source", "role", "code_class"), _relabel(m.transactions),
+        )
+        yield _counter(
+            "lwsobs_wsi_leaked", "wsis flagged by a leak rule (idle and source_lost are suspects)",
+            ("source", "role", "rule"), _relabel(m.leaked),
+        )
+        yield _counter(
+            "lwsobs_wsi_suspects_resolved",
+            "leak suspects that got their WSI_DESTROY after all",
+            ("source", "role", "rule"), _relabel(m.resolved),
+        )
+        yield self._histogram(
+            "lwsobs_wsi_lifetime_seconds", "wsi lifetime from creation to WSI_DESTROY",
+            m.lifetime,
+        )
+        yield self._histogram(
+            "lwsobs_wsi_transactions", "transactions carried by each wsi, observed at WSI_DESTROY",
+            m.per_wsi,
+        )
+        yield self._histogram(
+            "lwsobs_transaction_duration_seconds",
+            "transaction duration from request arrival to the end of the response",
+            m.duration,
+        )
+        yield self._histogram(
+            "lwsobs_transaction_queue_seconds",
+            "time a request waited behind earlier pipelined requests on its wsi",
+            m.queue_wait,
+        )
+        for more in self.extra:
+            yield from more()
+
+    def _live(self) -> Iterator[Metric]:
+        live: dict[tuple[str, str], int] = defaultdict(int)
+        active: dict[tuple[str, str], int] = defaultdict(int)
+        for ctx in self.tracker.contexts:
+            for role, wsis in ctx.live.items():
+                live[(ctx.source, role.value)] += len(wsis)
+            for role, n in ctx.active_transactions.items():
+                active[(ctx.source, role.value)] += n
+        suspects: dict[tuple[str, str], int] = defaultdict(int)
+        for ctx, by_role in self.tracker.suspects.items():
+            for role, wsis in by_role.items():
+                suspects[(ctx.source, role.value)] += len(wsis)
+        yield _gauge("lwsobs_wsi_live", "wsis live now, by role", ("source", "role"), live)
+        yield _gauge(
+            "lwsobs_transactions_active", "transactions bound and not yet dropped",
+            ("source", "role"), active,
+        )
+        yield _gauge(
+            "lwsobs_wsi_leak_suspects", "live wsis currently flagged as leak suspects",
+            ("source", "role"), suspects,
+        )
+
+    def _histogram(
+        self, name: str, doc: str, series: Mapping[tuple[str, Role], Histogram]
+    ) -> Metric:
+        family = HistogramMetricFamily(name, doc, labels=("source", "role"))
+        for (source, role), hist in sorted(series.items(), key=lambda kv: str(kv[0])):
+            buckets: list[tuple[str, float] | tuple[str, float, Exemplar]] = []
+            for (le, count), ex in zip(hist.cumulative(), hist.exemplars, strict=True):
+                exemplar = self._exemplar(ex)
+                buckets.append((le, count, exemplar) if exemplar else (le, count))
+            family.add_metric([source, role.value], buckets, hist.sum)
+        return family
+
+    def _exemplar(self, ex: tuple[object, float] | None) -> Exemplar | None:
+        if ex is None or self.ids is None:
+            return None
+        obj, value = ex
+        if isinstance(obj, Transaction):
+            if obj.sampled is not True:
+                return None
+            trace = self.ids.txn_trace(obj)
+            return _make_exemplar(trace.trace_id, trace.span_id, value, obj.end_ns)
+        if isinstance(obj, Wsi):
+            if obj.sampled is not True:
+                return None
+            span_end = obj.span_end_ns
+            return _make_exemplar(
+                self.ids.wsi_trace_id(obj), self.ids.wsi_span_id(obj), value, span_end
+            )
+        return None
+
+
+def _make_exemplar(trace_id: int, span_id: int, value: float, ts_ns: int | None) -> Exemplar:
+    labels = {"trace_id": f"{trace_id:032x}", "span_id": f"{span_id:016x}"}
+    return Exemplar(labels, value, None if ts_ns is None else ts_ns / 1e9)
+
+
+def _relabel(counts: Mapping[Any, int]) -> dict[tuple[str, ...], int]:
+    return {tuple(str(v) for v in key): n for key, n in counts.items()}
+
+
+def _counter(
+    name: str, doc: str, labels: tuple[str, ...], values: Mapping[tuple[str, ...], int]
+) -> Metric:
+    family = CounterMetricFamily(name, doc, labels=labels)
+    for key in sorted(values):
+        family.add_metric(list(key), values[key])
+    return family
+
+
+def _gauge(
+    name: str, doc: str, labels: tuple[str, ...], values: Mapping[tuple[str, str], int]
+) -> Metric:
+    family = GaugeMetricFamily(name, doc, labels=labels)
+    for key in sorted(values):
+        family.add_metric(list(key), values[key])
+    return family

@@ -1,0 +1,194 @@
+"""The span sink: the hot path appends finished facts; a worker thread builds and exports.
+
+Appending is the only per-request cost. The worker wakes every `delay_s` (or when a batch is
+full), builds ReadableSpans with SpanBuilder and hands them to every exporter. A full queue
+drops new facts and counts them: nothing is lost silently.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import Counter, deque
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from lwsobs.core.model import Transaction, Wsi
+from lwsobs.sinks.base import NullSink
+from lwsobs.sinks.span_builder import ConnectionFact, SpanBuilder, snapshot
+
+log = logging.getLogger("lwsobs.spans")
+
+Fact = Transaction | ConnectionFact
+
+
+class SpanSink(NullSink):
+    """Feeds the export worker; safe to call only from the thread that drives the Tracker."""
+
+    def __init__(
+        self,
+        builder: SpanBuilder,
+        exporters: Sequence[SpanExporter],
+        *,
+        max_queue: int = 65536,
+        batch_size: int = 512,
+        delay_s: float = 0.5,
+    ) -> None:
+        self.builder = builder
+        self.exporters = list(exporters)
+        self.max_queue = max_queue
+        self.batch_size = batch_size
+        self.delay_s = delay_s
+        self._queue: deque[Fact] = deque()
+        self._wake = threading.Event()
+        self._stop = False
+        self._idle = threading.Event()
+        self._idle.set()
+        self.exported = 0
+        self.sampled_out = 0
+        self.dropped: Counter[str] = Counter()
+        self._thread: threading.Thread | None = None
+
+    # -- hot path ----------------------------------------------------------------------------
+
+    def transaction_ended(self, txn: Transaction) -> None:
+        self._push(txn)
+
+    def wsi_span_ended(self, wsi: Wsi) -> None:
+        self._push(snapshot(wsi))
+
+    def _push(self, fact: Fact) -> None:
+        queue = self._queue
+        if len(queue) >= self.max_queue:
+            self.dropped["queue_full"] += 1
+            return
+        queue.append(fact)
+        if len(queue) == self.batch_size:
+            self._wake.set()
+
+    # -- worker ------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._stop = False
+            self._thread = threading.Thread(target=self._run, name="lwsobs-span-export",
+                                            daemon=True)
+            self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait(self.delay_s)
+            self._wake.clear()
+            self._drain()
+            if self._stop:
+                self._drain()
+                return
+
+    def _drain(self) -> None:
+        queue = self._queue
+        while queue:
+            self._idle.clear()
+            take = min(len(queue), self.batch_size)
+            facts = [queue.popleft() for _ in range(take)]
+            self._export(self._build(facts))
+        self._idle.set()
+
+    def _build(self, facts: list[Fact]) -> list[ReadableSpan]:
+        spans: list[ReadableSpan] = []
+        for fact in facts:
+            try:
+                span = (
+                    self.builder.transaction(fact)
+                    if isinstance(fact, Transaction)
+                    else self.builder.connection(fact)
+                )
+            except Exception:  # a bad fact must not stop the worker
+                log.exception("could not build a span")
+                self.dropped["build_error"] += 1
+                continue
+            if span is None:
+                self.sampled_out += 1
+            else:
+                spans.append(span)
+        return spans
+
+    def _export(self, spans: list[ReadableSpan]) -> None:
+        if not spans:
+            return
+        ok = True
+        for exporter in self.exporters:
+            try:
+                result = exporter.export(spans)
+            except Exception:
+                log.exception("span exporter %s failed", type(exporter).__name__)
+                result = SpanExportResult.FAILURE
+            if result is not SpanExportResult.SUCCESS:
+                ok = False
+        if ok:
+            self.exported += len(spans)
+        else:
+            self.dropped["export_failed"] += len(spans)
+
+    def flush(self, timeout_s: float = 10.0) -> bool:
+        """Wait until everything queued so far has been exported (or timed out)."""
+        if self._thread is None:
+            self._drain()
+            return True
+        self._wake.set()
+        deadline = threading.Event()
+        waited = 0.0
+        while (self._queue or not self._idle.is_set()) and waited < timeout_s:
+            self._wake.set()
+            deadline.wait(0.01)
+            waited += 0.01
+        return not self._queue and self._idle.is_set()
+
+    def shutdown(self, timeout_s: float = 10.0) -> None:
+        """Export what is queued, then stop the worker and the exporters."""
+        thread = self._thread
+        if thread is not None:
+            self._stop = True
+            self._wake.set()
+            thread.join(timeout_s)
+            self._thread = None
+        else:
+            self._drain()
+        if self._queue:
+            self.dropped["shutdown"] += len(self._queue)
+            self._queue.clear()
+        for exporter in self.exporters:
+            try:
+                exporter.shutdown()
+            except Exception:
+                log.exception("span exporter %s failed to shut down", type(exporter).__name__)
+
+    # -- self-metrics ------------------------------------------------------------------------
+
+    def families(self) -> Iterator[Metric]:
+        exported = CounterMetricFamily("lwsobs_spans_exported", "spans handed to every exporter")
+        exported.add_metric([], self.exported)
+        yield exported
+        sampled = CounterMetricFamily("lwsobs_spans_sampled_out", "spans the sampler dropped")
+        sampled.add_metric([], self.sampled_out)
+        yield sampled
+        dropped = CounterMetricFamily(
+            "lwsobs_spans_dropped", "spans lost, by reason", labels=("reason",)
+        )
+        for reason in ("queue_full", "export_failed", "build_error", "shutdown"):
+            dropped.add_metric([reason], self.dropped[reason])
+        yield dropped
+        queued = GaugeMetricFamily("lwsobs_span_queue_size", "facts waiting to become spans")
+        queued.add_metric([], len(self._queue))
+        yield queued
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "exported": self.exported,
+            "sampled_out": self.sampled_out,
+            "dropped": dict(self.dropped),
+            "queued": len(self._queue),
+        }

@@ -1,0 +1,1 @@
+"""Sources translate a producer (aiohttp, a libwebsockets app) into Tracker calls."""

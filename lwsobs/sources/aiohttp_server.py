@@ -1,0 +1,278 @@
+"""The aiohttp server source: every connection, listening socket and request as core calls.
+
+aiohttp has no connection signals (aiohttp#2685), so this hooks the low-level pieces:
+- a RequestHandler subclass (one per TCP connection): connection_made/lost open and destroy the
+  wsi, data_received stamps the arrival of each parsed request (for pipelining queue waits),
+  the request factory binds a transaction when a request is taken off the queue, log_access
+  (called for every request, parser 400s included) drops it, set_parser marks the websocket
+  upgrade, and __del__ catches a connection object collected without its close callback;
+- a web_server.Server subclass that builds those handlers and marks graceful shutdown;
+- the start/stop of aiohttp's sites, for the listening sockets (role `listen`).
+Nothing here builds a span: it only calls the Tracker, which bumps integers and appends facts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web, web_protocol, web_runner, web_server
+from aiohttp.web_protocol import RequestHandler
+
+from lwsobs.clock import now_ns
+from lwsobs.core.model import Context, Wsi
+from lwsobs.core.roles import Role
+
+if TYPE_CHECKING:
+    from lwsobs.observer import Observer
+
+log = logging.getLogger("lwsobs.aiohttp")
+
+_ERROR_MESSAGE = web_protocol.ERROR
+_context_numbers = itertools.count(1)
+
+
+class ServerInstrumentation:
+    """What `instrument(app)` attaches: the observer, the source name, the server contexts."""
+
+    def __init__(self, observer: Observer, source: str) -> None:
+        self.observer = observer
+        self.tracker = observer.tracker
+        self.source = source
+        self.contexts: list[Context] = []
+        observer.add_closer(self.close)
+
+    def new_context(self) -> Context:
+        ctx = self.tracker.context(self.source, f"server-{next(_context_numbers)}")
+        self.contexts.append(ctx)
+        return ctx
+
+    def close(self, now: int) -> None:
+        """lwsobs is stopping: a server never shut down gracefully leaves certain leaks."""
+        for ctx in self.contexts:
+            if not ctx.destroyed:
+                self.tracker.context_destroyed(ctx, now, graceful=ctx.closing)
+        self.contexts.clear()
+
+
+def _route_of(request: Any) -> str | None:
+    match_info = getattr(request, "_match_info", None)
+    if match_info is None:
+        return None
+    route = getattr(match_info, "route", None)
+    resource = getattr(route, "resource", None)
+    return None if resource is None else str(resource.canonical)
+
+
+class InstrumentedRequestHandler(RequestHandler):
+    """One per TCP connection; the wsi's lifetime is this protocol's lifetime."""
+
+    __slots__ = (
+        "_lwsobs",
+        "_lwsobs_arrivals",
+        "_lwsobs_dequeued",
+        "_lwsobs_factory",
+        "_lwsobs_wsi",
+    )
+
+    def __init__(self, manager: InstrumentedServer, **kwargs: Any) -> None:
+        self._lwsobs_wsi: Wsi | None = None
+        super().__init__(manager, **kwargs)
+        self._lwsobs = manager
+        # (first message ordinal, last ordinal, arrival ns) per read that parsed messages
+        self._lwsobs_arrivals: deque[tuple[int, int, int]] = deque()
+        self._lwsobs_dequeued = 0
+        self._lwsobs_factory = self._request_factory
+        self._request_factory = self._lwsobs_make_request
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        manager = self._lwsobs
+        self._lwsobs_wsi = manager.tracker.open(
+            manager.lwsobs_context,
+            Role.H1_SERVER,
+            now_ns(),
+            peer=transport.get_extra_info("peername"),
+            local=transport.get_extra_info("sockname"),
+        )
+        super().connection_made(transport)
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        wsi = self._lwsobs_wsi
+        if wsi is not None:
+            self._lwsobs.tracker.destroy(wsi, now_ns())
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        before = self._request_count
+        super().data_received(data)
+        after = self._request_count
+        if after != before:
+            self._lwsobs_arrivals.append((before + 1, after, now_ns()))
+
+    def _lwsobs_make_request(self, message: Any, payload: Any, *args: Any) -> Any:
+        now = now_ns()
+        self._lwsobs_dequeued += 1
+        ordinal = self._lwsobs_dequeued
+        arrivals = self._lwsobs_arrivals
+        arrived = now
+        while arrivals:
+            first, last, at = arrivals[0]
+            if last < ordinal:
+                arrivals.popleft()
+                continue
+            if first <= ordinal:
+                arrived = at
+            break
+        wsi = self._lwsobs_wsi
+        if wsi is not None:
+            if message is _ERROR_MESSAGE:
+                self._lwsobs.tracker.bind(wsi, now, arrived=arrived)
+            else:
+                self._lwsobs.tracker.bind(
+                    wsi,
+                    now,
+                    arrived=arrived,
+                    method=message.method,
+                    path=message.path.partition("?")[0],
+                    traceparent=message.headers.get("traceparent"),
+                )
+        return self._lwsobs_factory(message, payload, *args)  # type: ignore[misc]
+
+    def log_access(self, request: Any, response: Any, time: float | None) -> None:
+        super().log_access(request, response, time)
+        wsi = self._lwsobs_wsi
+        if wsi is not None and wsi.txn is not None:
+            error = "invalid_request" if wsi.txn.method is None else None
+            self._lwsobs.tracker.drop(
+                wsi, now_ns(), status=response.status, route=_route_of(request), error=error
+            )
+
+    def set_parser(self, parser: Any, data_received_cb: Callable[[], None] | None = None) -> None:
+        super().set_parser(parser, data_received_cb)
+        wsi = self._lwsobs_wsi
+        if wsi is not None:
+            tracker = self._lwsobs.tracker
+            now = now_ns()
+            tracker.drop(wsi, now, status=101, route=_route_of(self._current_request))
+            tracker.upgrade(wsi, Role.WS_SERVER, now)
+
+    def __del__(self) -> None:
+        wsi = getattr(self, "_lwsobs_wsi", None)
+        if wsi is not None and wsi.end_ns is None:
+            # GC may run on any thread: hand the verdict to the observer's next tick.
+            self._lwsobs.instrumentation.observer.finalized(wsi)
+
+
+class InstrumentedServer(web_server.Server):
+    """The low-level aiohttp server of an instrumented app: one lwsobs context."""
+
+    def __init__(
+        self,
+        handler: Any,
+        *,
+        instrumentation: ServerInstrumentation,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(handler, **kwargs)
+        self.instrumentation = instrumentation
+        self.tracker = instrumentation.tracker
+        self.lwsobs_context = instrumentation.new_context()
+        self._listen: dict[int, list[Wsi]] = {}
+
+    def __call__(self) -> RequestHandler:
+        try:
+            return InstrumentedRequestHandler(self, loop=self._loop, **self._kwargs)
+        except TypeError:
+            kwargs = {k: v for k, v in self._kwargs.items() if k in ("debug", "access_log_class")}
+            log.warning("custom handler kwargs %r rejected, using %r", self._kwargs, kwargs)
+            return InstrumentedRequestHandler(self, loop=self._loop, **kwargs)
+
+    def pre_shutdown(self) -> None:
+        self.tracker.context_closing(self.lwsobs_context)
+        super().pre_shutdown()
+
+    async def shutdown(self, timeout: float | None = None) -> None:
+        self.tracker.context_closing(self.lwsobs_context)
+        await super().shutdown(timeout)
+        # Transports closed just now report connection_lost on the next loop turns.
+        for _ in range(3):
+            await asyncio.sleep(0)
+        self.tracker.context_destroyed(self.lwsobs_context, now_ns(), graceful=True)
+
+    def listen_started(self, site: web_runner.BaseSite) -> None:
+        server = site._server
+        sockets = getattr(server, "sockets", None) or ()
+        now = now_ns()
+        self._listen[id(site)] = [
+            self.tracker.open(self.lwsobs_context, Role.LISTEN, now, local=sock.getsockname())
+            for sock in sockets
+        ]
+
+    def listen_stopped(self, site: web_runner.BaseSite) -> None:
+        now = now_ns()
+        for wsi in self._listen.pop(id(site), ()):
+            self.tracker.destroy(wsi, now)
+
+
+def _instrumented_server(site: web_runner.BaseSite) -> InstrumentedServer | None:
+    server = site._runner.server
+    return server if isinstance(server, InstrumentedServer) else None
+
+
+SiteMethod = Callable[[Any], Awaitable[None]]
+
+
+def _wrap_start(start: SiteMethod) -> SiteMethod:
+    async def start_and_observe(self: web_runner.BaseSite) -> None:
+        await start(self)
+        server = _instrumented_server(self)
+        if server is not None:
+            server.listen_started(self)
+
+    start_and_observe.__lwsobs__ = True  # type: ignore[attr-defined]
+    return start_and_observe
+
+
+def _wrap_stop(stop: SiteMethod) -> SiteMethod:
+    async def stop_and_observe(self: web_runner.BaseSite) -> None:
+        server = _instrumented_server(self)
+        await stop(self)
+        if server is not None:
+            server.listen_stopped(self)
+
+    stop_and_observe.__lwsobs__ = True  # type: ignore[attr-defined]
+    return stop_and_observe
+
+
+def _patch_sites() -> None:
+    """Listening sockets have no aiohttp signal: wrap the sites' start/stop once per process."""
+    for cls in (web_runner.TCPSite, web_runner.UnixSite, web_runner.SockSite):
+        if not getattr(cls.start, "__lwsobs__", False):
+            setattr(cls, "start", _wrap_start(cls.start))  # noqa: B010
+    base = web_runner.BaseSite
+    if not getattr(base.stop, "__lwsobs__", False):
+        setattr(base, "stop", _wrap_stop(base.stop))  # noqa: B010
+
+
+def instrument_server(app: web.Application, instrumentation: ServerInstrumentation) -> None:
+    """Make `app` build an InstrumentedServer when a runner sets it up."""
+    _patch_sites()
+    make_handler = app._make_handler
+
+    def make_instrumented_handler(**kwargs: Any) -> web_server.Server:
+        plain = make_handler(**kwargs)
+        return InstrumentedServer(
+            plain.request_handler,
+            instrumentation=instrumentation,
+            request_factory=plain.request_factory,
+            handler_cancellation=plain.handler_cancellation,
+            loop=plain._loop,
+            **plain._kwargs,
+        )
+
+    # Application warns on unknown attributes only in debug mode; this one is deliberate.
+    object.__setattr__(app, "_make_handler", make_instrumented_handler)
