@@ -30,10 +30,18 @@ def _parser() -> argparse.ArgumentParser:
         cmd = sub.add_parser(name, help=helptext)
         cmd.add_argument("--host", default=os.environ.get("LWSOBS_HOST", "127.0.0.1"))
         cmd.add_argument("--port", type=int, default=int(os.environ.get("LWSOBS_PORT", "8080")))
-        cmd.add_argument("--demo", action="store_true", default=name == "demo",
-                         help="drive realistic traffic at the service itself")
-        cmd.add_argument("--idle", metavar="ROLE=SECONDS,...", default=None,
-                         help="idle limits per role, e.g. h1-server=30,ws-server=off")
+        cmd.add_argument(
+            "--demo",
+            action="store_true",
+            default=name == "demo",
+            help="drive realistic traffic at the service itself",
+        )
+        cmd.add_argument(
+            "--idle",
+            metavar="ROLE=SECONDS,...",
+            default=None,
+            help="idle limits per role, e.g. h1-server=30,ws-server=off",
+        )
         cmd.add_argument("--log-level", default=os.environ.get("LWSOBS_LOG_LEVEL", "INFO"))
     return parser
 
@@ -63,7 +71,9 @@ def serve(args: argparse.Namespace, config: Config) -> None:
             access_log=None,
             print=lambda msg: log.info(
                 "lwsobs on http://%s:%d (metrics /metrics, api /api/wsis /api/leaks /api/traces)%s",
-                args.host, args.port, ", demo traffic on" if args.demo else "",
+                args.host,
+                args.port,
+                ", demo traffic on" if args.demo else "",
             ),
         )
     finally:
@@ -88,4 +98,3 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"lwsobs: error: {exc}", file=sys.stderr)
             return 1
     return 0
-

@@ -43,8 +43,14 @@ async def send_raw(host: str, port: int, payload: bytes, timeout: float = 5.0) -
 
 
 class DemoTraffic:
-    def __init__(self, host: str, port: int, *, round_s: float = 1.0,
-                 idle_hold_s: float = 3 * DEMO_IDLE_LIMIT_S) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        round_s: float = 1.0,
+        idle_hold_s: float = 3 * DEMO_IDLE_LIMIT_S,
+    ) -> None:
         self.host = host
         self.port = port
         self.round_s = round_s
@@ -102,10 +108,14 @@ class DemoTraffic:
         async with session.get(f"{self.base}/demo/error") as resp:
             await resp.read()
         # HTTP/1.1 pipelining: four requests in one write on a fresh connection
-        await send_raw(self.host, self.port, pipelined_burst(
-            f"{self.host}:{self.port}",
-            ["/demo/hello", "/demo/slow?ms=20", "/demo/hello", "/demo/missing"],
-        ))
+        await send_raw(
+            self.host,
+            self.port,
+            pipelined_burst(
+                f"{self.host}:{self.port}",
+                ["/demo/hello", "/demo/slow?ms=20", "/demo/hello", "/demo/missing"],
+            ),
+        )
         if self.rounds % 5 == 0:
             await send_raw(self.host, self.port, b"BOGUS / HTTP/1.1\r\nHost: x\r\n\r\n")
         if self.rounds % 3 == 0:

@@ -73,10 +73,14 @@ class Observer:
                 exporters.append(self.recent)
             if config.otlp:
                 exporters.append(make_otlp_exporter())
-            builder = SpanBuilder(self.ids, _get_from_env_or_default(),
-                                  make_resource(config.service_name))
+            builder = SpanBuilder(
+                self.ids, _get_from_env_or_default(), make_resource(config.service_name)
+            )
             self.spans = SpanSink(
-                builder, exporters, max_queue=config.span_queue, batch_size=config.span_batch,
+                builder,
+                exporters,
+                max_queue=config.span_queue,
+                batch_size=config.span_batch,
                 delay_s=config.span_delay_s,
             )
             self.tracker.add_sink(self.spans)

@@ -56,8 +56,9 @@ async def index(request: web.Request) -> web.Response:
 
 async def healthz(request: web.Request) -> web.Response:
     observer = request.app[OBSERVER]
-    return web.json_response({"status": "ok", "live_wsis": observer.tracker.live_count(),
-                              "time_ns": now_ns()})
+    return web.json_response(
+        {"status": "ok", "live_wsis": observer.tracker.live_count(), "time_ns": now_ns()}
+    )
 
 
 async def hello(request: web.Request) -> web.Response:

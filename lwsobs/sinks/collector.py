@@ -50,36 +50,49 @@ class LwsobsCollector:
         yield from self._live()
         m = self.metrics
         yield _counter(
-            "lwsobs_wsi_created", "wsis created, by the role they started in",
-            ("source", "role"), _relabel(m.created),
+            "lwsobs_wsi_created",
+            "wsis created, by the role they started in",
+            ("source", "role"),
+            _relabel(m.created),
         )
         yield _counter(
-            "lwsobs_wsi_destroyed", "wsis that got their WSI_DESTROY, by their final role",
-            ("source", "role"), _relabel(m.destroyed),
+            "lwsobs_wsi_destroyed",
+            "wsis that got their WSI_DESTROY, by their final role",
+            ("source", "role"),
+            _relabel(m.destroyed),
         )
         yield _counter(
-            "lwsobs_wsi_upgrades", "wsis that changed role (e.g. h1-server to ws-server)",
-            ("source", "from_role", "to_role"), _relabel(m.upgrades),
+            "lwsobs_wsi_upgrades",
+            "wsis that changed role (e.g. h1-server to ws-server)",
+            ("source", "from_role", "to_role"),
+            _relabel(m.upgrades),
         )
         yield _counter(
-            "lwsobs_transactions", "transactions ended, by HTTP status class",
-            ("source", "role", "code_class"), _relabel(m.transactions),
+            "lwsobs_transactions",
+            "transactions ended, by HTTP status class",
+            ("source", "role", "code_class"),
+            _relabel(m.transactions),
         )
         yield _counter(
-            "lwsobs_wsi_leaked", "wsis flagged by a leak rule (idle and source_lost are suspects)",
-            ("source", "role", "rule"), _relabel(m.leaked),
+            "lwsobs_wsi_leaked",
+            "wsis flagged by a leak rule (idle and source_lost are suspects)",
+            ("source", "role", "rule"),
+            _relabel(m.leaked),
         )
         yield _counter(
             "lwsobs_wsi_suspects_resolved",
             "leak suspects that got their WSI_DESTROY after all",
-            ("source", "role", "rule"), _relabel(m.resolved),
+            ("source", "role", "rule"),
+            _relabel(m.resolved),
         )
         yield self._histogram(
-            "lwsobs_wsi_lifetime_seconds", "wsi lifetime from creation to WSI_DESTROY",
+            "lwsobs_wsi_lifetime_seconds",
+            "wsi lifetime from creation to WSI_DESTROY",
             m.lifetime,
         )
         yield self._histogram(
-            "lwsobs_wsi_transactions", "transactions carried by each wsi, observed at WSI_DESTROY",
+            "lwsobs_wsi_transactions",
+            "transactions carried by each wsi, observed at WSI_DESTROY",
             m.per_wsi,
         )
         yield self._histogram(
@@ -109,12 +122,16 @@ class LwsobsCollector:
                 suspects[(ctx.source, role.value)] += len(wsis)
         yield _gauge("lwsobs_wsi_live", "wsis live now, by role", ("source", "role"), live)
         yield _gauge(
-            "lwsobs_transactions_active", "transactions bound and not yet dropped",
-            ("source", "role"), active,
+            "lwsobs_transactions_active",
+            "transactions bound and not yet dropped",
+            ("source", "role"),
+            active,
         )
         yield _gauge(
-            "lwsobs_wsi_leak_suspects", "live wsis currently flagged as leak suspects",
-            ("source", "role"), suspects,
+            "lwsobs_wsi_leak_suspects",
+            "live wsis currently flagged as leak suspects",
+            ("source", "role"),
+            suspects,
         )
 
     def _histogram(

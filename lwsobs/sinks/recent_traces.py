@@ -76,8 +76,7 @@ def span_json(span: ReadableSpan) -> dict[str, Any]:
             for e in span.events
         ],
         "links": [
-            {"trace_id": f"{link.context.trace_id:032x}",
-             "span_id": f"{link.context.span_id:016x}"}
+            {"trace_id": f"{link.context.trace_id:032x}", "span_id": f"{link.context.span_id:016x}"}
             for link in span.links
         ],
     }

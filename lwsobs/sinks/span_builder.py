@@ -93,7 +93,9 @@ class SpanBuilder:
 
     def _wsi_context(self, wsi: Wsi) -> SpanContext:
         return SpanContext(
-            self.ids.wsi_trace_id(wsi), self.ids.wsi_span_id(wsi), is_remote=False,
+            self.ids.wsi_trace_id(wsi),
+            self.ids.wsi_span_id(wsi),
+            is_remote=False,
             trace_flags=_SAMPLED,
         )
 
@@ -117,8 +119,9 @@ class SpanBuilder:
             attrs["lws.leak.rule"] = fact.leak
             attrs["error.type"] = f"leak.{fact.leak}"
         _address_attrs("network.peer", wsi.peer, attrs)
-        _address_attrs("server" if fact.role not in CLIENT_ROLES else "network.local", wsi.local,
-                       attrs)
+        _address_attrs(
+            "server" if fact.role not in CLIENT_ROLES else "network.local", wsi.local, attrs
+        )
         if fact.role in (Role.WS_SERVER, Role.WS_CLIENT):
             attrs["network.protocol.name"] = "websocket"
         elif fact.role in (Role.H2_SERVER, Role.H2_STREAM, Role.H2_CLIENT):
@@ -135,8 +138,9 @@ class SpanBuilder:
             else Status(StatusCode.UNSET)
         )
         parent = self._wsi_context(wsi.parent) if wsi.parent is not None else None
-        events = [Event(name, attributes=ev_attrs, timestamp=ts)
-                  for name, ts, ev_attrs in fact.events]
+        events = [
+            Event(name, attributes=ev_attrs, timestamp=ts) for name, ts, ev_attrs in fact.events
+        ]
         return ReadableSpan(
             name=f"wsi {fact.role.value}",
             context=self._wsi_context(wsi),
@@ -156,13 +160,19 @@ class SpanBuilder:
         conn_sampled = self.wsi_sampled(txn.wsi)
         if trace.remote is not None:
             parent = SpanContext(
-                trace.trace_id, trace.parent_span_id, is_remote=True,
+                trace.trace_id,
+                trace.parent_span_id,
+                is_remote=True,
                 trace_flags=TraceFlags(TraceFlags.SAMPLED if trace.remote.sampled else 0),
             )
-            decision = _is_sampled(self.sampler.should_sample(
-                trace_api.set_span_in_context(trace_api.NonRecordingSpan(parent)),
-                trace.trace_id, txn.method or "HTTP", span_kind(txn.role),
-            ).decision)
+            decision = _is_sampled(
+                self.sampler.should_sample(
+                    trace_api.set_span_in_context(trace_api.NonRecordingSpan(parent)),
+                    trace.trace_id,
+                    txn.method or "HTTP",
+                    span_kind(txn.role),
+                ).decision
+            )
         else:
             parent = self._wsi_context(txn.wsi)
             decision = conn_sampled
@@ -198,8 +208,9 @@ class SpanBuilder:
             name = f"{name} {txn.route}"
         return ReadableSpan(
             name=name,
-            context=SpanContext(trace.trace_id, trace.span_id, is_remote=False,
-                                trace_flags=_SAMPLED),
+            context=SpanContext(
+                trace.trace_id, trace.span_id, is_remote=False, trace_flags=_SAMPLED
+            ),
             parent=parent,
             resource=self.resource,
             attributes=attrs,

@@ -75,8 +75,9 @@ class SpanSink(NullSink):
     def start(self) -> None:
         if self._thread is None:
             self._stop = False
-            self._thread = threading.Thread(target=self._run, name="lwsobs-span-export",
-                                            daemon=True)
+            self._thread = threading.Thread(
+                target=self._run, name="lwsobs-span-export", daemon=True
+            )
             self._thread.start()
 
     def _run(self) -> None:
