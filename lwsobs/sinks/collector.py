@@ -6,7 +6,6 @@ live counts are set lengths, histograms are fixed-size integer lists.
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
@@ -109,17 +108,23 @@ class LwsobsCollector:
             yield from more()
 
     def _live(self) -> Iterator[Metric]:
-        live: dict[tuple[str, str], int] = defaultdict(int)
-        active: dict[tuple[str, str], int] = defaultdict(int)
+        # Every (source, role) ever seen keeps a series, at 0 once its wsis are gone.
+        seen = {(source, role.value) for source, role in self.metrics.created}
+        seen.update((source, to.value) for source, _, to in self.metrics.upgrades)
+        live: dict[tuple[str, str], int] = dict.fromkeys(seen, 0)
+        active: dict[tuple[str, str], int] = dict.fromkeys(seen, 0)
         for ctx in self.tracker.contexts:
             for role, wsis in ctx.live.items():
-                live[(ctx.source, role.value)] += len(wsis)
+                key = (ctx.source, role.value)
+                live[key] = live.get(key, 0) + len(wsis)
             for role, n in ctx.active_transactions.items():
-                active[(ctx.source, role.value)] += n
-        suspects: dict[tuple[str, str], int] = defaultdict(int)
+                key = (ctx.source, role.value)
+                active[key] = active.get(key, 0) + n
+        suspects: dict[tuple[str, str], int] = dict.fromkeys(seen, 0)
         for ctx, by_role in self.tracker.suspects.items():
             for role, wsis in by_role.items():
-                suspects[(ctx.source, role.value)] += len(wsis)
+                key = (ctx.source, role.value)
+                suspects[key] = suspects.get(key, 0) + len(wsis)
         yield _gauge("lwsobs_wsi_live", "wsis live now, by role", ("source", "role"), live)
         yield _gauge(
             "lwsobs_transactions_active",
