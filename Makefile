@@ -1,0 +1,37 @@
+# Two commands: `make run` (the service with demo traffic) and `make test` (everything CI runs).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+HOST ?= 127.0.0.1
+PORT ?= 8080
+
+.PHONY: run serve test lint unit deps clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q -e '.[test]'
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/lwsobs serve --demo --host $(HOST) --port $(PORT)
+
+serve: $(STAMP)
+	$(BIN)/lwsobs serve --host $(HOST) --port $(PORT)
+
+deps:
+	scripts/system-deps
+
+lint: $(STAMP)
+	$(BIN)/ruff check lwsobs tests
+	$(BIN)/ruff format --check lwsobs tests
+	$(BIN)/mypy
+
+test: deps $(STAMP) lint
+	$(BIN)/pytest -q
+
+unit: $(STAMP)
+	$(BIN)/pytest -q tests/unit
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
