@@ -50,8 +50,8 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
         value = float(raw)
     except ValueError:
         raise ConfigError(f"{name} must be a number, got {raw!r}") from None
-    if not value > 0:
-        raise ConfigError(f"{name} must be positive, got {value}")
+    if not 0 < value < float("inf"):
+        raise ConfigError(f"{name} must be a positive finite number, got {value}")
     return value
 
 
@@ -82,7 +82,7 @@ class Config:
         )
         if exporter not in ("", "otlp", "none"):
             raise ConfigError(f"OTEL_TRACES_EXPORTER must be otlp or none, got {exporter!r}")
-        mode = env.get("LWSOBS_TRACEPARENT", "join").strip().lower()
+        mode = env.get("LWSOBS_TRACEPARENT", "").strip().lower() or "join"
         if mode not in ("join", "nest"):
             raise ConfigError(f"LWSOBS_TRACEPARENT must be join or nest, got {mode!r}")
         try:

@@ -8,6 +8,7 @@ collide and the low 64 bits look random to ratio samplers.
 
 from __future__ import annotations
 
+import re
 from typing import NamedTuple
 
 from lwsobs.core.model import Transaction, Wsi
@@ -29,27 +30,27 @@ class RemoteParent(NamedTuple):
 
 
 def parse_traceparent(value: str | None) -> RemoteParent | None:
-    """Parse a W3C traceparent header; None when absent or invalid (then it is ignored)."""
+    """Parse a W3C traceparent header; None when absent or invalid (then it is ignored).
+
+    Only lowercase hex is valid; version ff is forbidden; version 00 has exactly four fields,
+    later versions may append more after a dash.
+    """
     if value is None:
         return None
-    parts = value.strip().split("-")
-    if len(parts) < 4 or len(parts[0]) != 2 or parts[0].lower() == "ff":
+    match = _TRACEPARENT.match(value.strip())
+    if match is None:
         return None
-    if parts[0] == "00" and len(parts) != 4:
+    version, trace_hex, span_hex, flags_hex, rest = match.groups()
+    if version == "ff" or (version == "00" and rest):
         return None
-    version, trace_hex, span_hex, flags_hex = parts[:4]
-    if len(trace_hex) != 32 or len(span_hex) != 16 or len(flags_hex) != 2:
-        return None
-    try:
-        int(version, 16)
-        trace_id = int(trace_hex, 16)
-        span_id = int(span_hex, 16)
-        flags = int(flags_hex, 16)
-    except ValueError:
-        return None
+    trace_id = int(trace_hex, 16)
+    span_id = int(span_hex, 16)
     if trace_id == 0 or span_id == 0:
         return None
-    return RemoteParent(trace_id, span_id, bool(flags & 1))
+    return RemoteParent(trace_id, span_id, bool(int(flags_hex, 16) & 1))
+
+
+_TRACEPARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?\Z")
 
 
 class TxnTrace(NamedTuple):

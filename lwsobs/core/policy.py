@@ -70,5 +70,7 @@ def parse_idle_limits(text: str) -> dict[Role, float | None]:
             ) from None
         if not seconds > 0:
             raise ValueError(f"idle limit for {role} must be positive, got {seconds}")
+        if seconds == float("inf"):
+            raise ValueError(f"idle limit for {role} must be finite, got {seconds} (use 'off')")
         out[role] = seconds
     return out

@@ -32,6 +32,7 @@ class Tracker:
         # Live wsis flagged as suspects, by context and role (their count is a gauge).
         self.suspects: dict[Context, dict[Role, set[Wsi]]] = {}
         self._sinks: list[Sink] = []
+        self._bind_sinks()
         for sink in sinks:
             self.add_sink(sink)
 
@@ -39,6 +40,10 @@ class Tracker:
 
     def add_sink(self, sink: Sink) -> None:
         self._sinks.append(sink)
+        self._bind_sinks()
+
+    def _bind_sinks(self) -> None:
+        """Keep one list of bound methods per callback: the hot path just iterates it."""
         self._on_open = [s.wsi_opened for s in self._sinks]
         self._on_role = [s.role_changed for s in self._sinks]
         self._on_txn = [s.transaction_ended for s in self._sinks]
@@ -118,7 +123,8 @@ class Tracker:
         )
         wsi.transactions += 1
         wsi.txn = txn
-        wsi.last_ns = now
+        if now > wsi.last_ns:
+            wsi.last_ns = now
         active = wsi.context.active_transactions
         active[wsi.role] = active.get(wsi.role, 0) + 1
         return txn
@@ -169,7 +175,8 @@ class Tracker:
         self._add_event(wsi, "upgraded", now, {"lws.role.previous": old.value})
         old_limit = self.policy.idle_limit_ns(old)
         new_limit = self.policy.idle_limit_ns(role)
-        if new_limit is not None and old_limit is None:
+        if new_limit is not None and (old_limit is None or new_limit < old_limit):
+            # The pending entry would come too late (or never); a duplicate is dropped by tick.
             self._schedule(wsi, now + new_limit)
         for cb in self._on_role:
             cb(wsi, old)
@@ -204,7 +211,8 @@ class Tracker:
         certain = rule not in SUSPECT_RULES
         if wsi.leak is not None:
             if certain:
-                self._forget_suspect(wsi)
+                if wsi.txn is not None:
+                    self._end_transaction(wsi, wsi.txn, now, None, None, "leaked")
                 self._remove(wsi, now, EndReason.LEAKED)
             return False
         wsi.leak = rule.value
@@ -254,12 +262,14 @@ class Tracker:
     def tick(self, now: int) -> list[Wsi]:
         """Run the idle rule for the wheel slots that are due. Returns the wsis it flagged."""
         flagged: list[Wsi] = []
+        visited: set[Wsi] = set()  # a wsi scheduled twice (after an upgrade) is judged once
         due_slot = now // NS
         slots = self._wheel_slots
         while slots and slots[0] <= due_slot:
             for wsi in self._wheel.pop(heapq.heappop(slots)):
-                if wsi.end_ns is not None or wsi.leak is not None:
+                if wsi.end_ns is not None or wsi.leak is not None or wsi in visited:
                     continue
+                visited.add(wsi)
                 limit = self.policy.idle_limit_ns(wsi.role)
                 if limit is None:
                     continue

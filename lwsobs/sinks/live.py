@@ -66,7 +66,7 @@ class LiveView(NullSink):
                 certain=rule not in SUSPECT_RULES,
                 flagged_age_s=round(((wsi.span_end_ns or now) - wsi.created_ns) / NS, 3),
                 live=wsi.live,
-                resolved=rule in SUSPECT_RULES and not wsi.live,
+                resolved=rule in SUSPECT_RULES and wsi.end_reason not in (None, "leaked"),
             )
             out.append(item)
         return {"count": len(out), "leaks": out}

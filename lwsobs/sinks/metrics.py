@@ -51,8 +51,8 @@ class MetricsSink(NullSink):
         if duration is None:
             duration = self.duration[key] = Histogram(DURATION_BUCKETS_S)
             self.queue_wait[key] = Histogram(DURATION_BUCKETS_S)
-        duration.observe((end - txn.arrived_ns) / NS, txn)
-        self.queue_wait[key].observe((txn.start_ns - txn.arrived_ns) / NS)
+        duration.observe(max(0, end - txn.arrived_ns) / NS, txn)
+        self.queue_wait[key].observe(txn.queue_ns / NS)
 
     def wsi_flagged(self, wsi: Wsi, rule: str, certain: bool) -> None:
         self.leaked[(wsi.context.source, wsi.role, rule)] += 1
@@ -67,5 +67,5 @@ class MetricsSink(NullSink):
             lifetime = self.lifetime[key] = Histogram(LIFETIME_BUCKETS_S)
             self.per_wsi[key] = Histogram(TRANSACTIONS_BUCKETS)
         end = wsi.end_ns if wsi.end_ns is not None else wsi.created_ns
-        lifetime.observe((end - wsi.created_ns) / NS, wsi)
+        lifetime.observe(max(0, end - wsi.created_ns) / NS, wsi)
         self.per_wsi[key].observe(float(wsi.transactions))
