@@ -16,12 +16,20 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 
 class RecentTraces(SpanExporter):
-    """Keeps at most `max_traces` traces and `max_spans_per_trace` spans in each."""
+    """Keeps at most `max_traces` traces, `max_spans` spans in all, `max_spans_per_trace` each.
 
-    def __init__(self, max_traces: int = 500, max_spans_per_trace: int = 1000) -> None:
+    The oldest traces go first when a bound is reached; spans beyond a trace's own bound are
+    counted in `truncated` (a keep-alive connection can carry thousands of transactions).
+    """
+
+    def __init__(
+        self, max_traces: int = 500, max_spans: int = 20_000, max_spans_per_trace: int = 1000
+    ) -> None:
         self.max_traces = max_traces
+        self.max_spans = max_spans
         self.max_spans_per_trace = max_spans_per_trace
         self._traces: OrderedDict[int, list[ReadableSpan]] = OrderedDict()
+        self._spans = 0
         self._lock = threading.Lock()
         self.truncated = 0
 
@@ -32,15 +40,23 @@ class RecentTraces(SpanExporter):
                 bucket = self._traces.get(trace_id)
                 if bucket is None:
                     bucket = self._traces[trace_id] = []
-                    while len(self._traces) > self.max_traces:
-                        self._traces.popitem(last=False)
                 else:
                     self._traces.move_to_end(trace_id)
                 if len(bucket) < self.max_spans_per_trace:
                     bucket.append(span)
+                    self._spans += 1
                 else:
                     self.truncated += 1
+                while len(self._traces) > 1 and (
+                    len(self._traces) > self.max_traces or self._spans > self.max_spans
+                ):
+                    _, evicted = self._traces.popitem(last=False)
+                    self._spans -= len(evicted)
         return SpanExportResult.SUCCESS
+
+    @property
+    def span_count(self) -> int:
+        return self._spans
 
     def shutdown(self) -> None:
         pass
