@@ -27,6 +27,67 @@ from lwsobs.sinks.metrics import MetricsSink
 ExtraFamilies = Callable[[], Iterable[Metric]]
 
 
+# (family, help, labels, MetricsSink attribute) for every counter MetricsSink keeps.
+COUNTERS: tuple[tuple[str, str, tuple[str, ...], str], ...] = (
+    (
+        "lwsobs_wsi_created",
+        "wsis created, by the role they started in",
+        ("source", "role"),
+        "created",
+    ),
+    (
+        "lwsobs_wsi_destroyed",
+        "wsis that got their WSI_DESTROY, by their final role",
+        ("source", "role"),
+        "destroyed",
+    ),
+    (
+        "lwsobs_wsi_upgrades",
+        "wsis that changed role (e.g. h1-server to ws-server)",
+        ("source", "from_role", "to_role"),
+        "upgrades",
+    ),
+    (
+        "lwsobs_transactions",
+        "transactions ended, by HTTP status class",
+        ("source", "role", "code_class"),
+        "transactions",
+    ),
+    (
+        "lwsobs_wsi_leaked",
+        "wsis flagged by a leak rule (idle and source_lost are suspects)",
+        ("source", "role", "rule"),
+        "leaked",
+    ),
+    (
+        "lwsobs_wsi_suspects_resolved",
+        "leak suspects that got their WSI_DESTROY after all",
+        ("source", "role", "rule"),
+        "resolved",
+    ),
+)
+
+# (family, help, MetricsSink attribute) for every histogram, labelled by source and role.
+HISTOGRAMS: tuple[tuple[str, str, str], ...] = (
+    ("lwsobs_wsi_lifetime_seconds", "wsi lifetime from creation to WSI_DESTROY", "lifetime"),
+    (
+        "lwsobs_wsi_transactions",
+        "transactions carried by each wsi, observed at WSI_DESTROY",
+        "per_wsi",
+    ),
+    (
+        "lwsobs_transaction_duration_seconds",
+        "transaction duration from request arrival to the end of the response",
+        "duration",
+    ),
+    (
+        "lwsobs_transaction_queue_seconds",
+        "time a request waited behind earlier pipelined requests on its wsi",
+        "queue_wait",
+    ),
+)
+
+
 class LwsobsCollector:
     """Registered once per registry; `extra` adds self-metrics of other parts (span export)."""
 
@@ -47,63 +108,10 @@ class LwsobsCollector:
 
     def collect(self) -> Iterator[Metric]:
         yield from self._live()
-        m = self.metrics
-        yield _counter(
-            "lwsobs_wsi_created",
-            "wsis created, by the role they started in",
-            ("source", "role"),
-            _relabel(m.created),
-        )
-        yield _counter(
-            "lwsobs_wsi_destroyed",
-            "wsis that got their WSI_DESTROY, by their final role",
-            ("source", "role"),
-            _relabel(m.destroyed),
-        )
-        yield _counter(
-            "lwsobs_wsi_upgrades",
-            "wsis that changed role (e.g. h1-server to ws-server)",
-            ("source", "from_role", "to_role"),
-            _relabel(m.upgrades),
-        )
-        yield _counter(
-            "lwsobs_transactions",
-            "transactions ended, by HTTP status class",
-            ("source", "role", "code_class"),
-            _relabel(m.transactions),
-        )
-        yield _counter(
-            "lwsobs_wsi_leaked",
-            "wsis flagged by a leak rule (idle and source_lost are suspects)",
-            ("source", "role", "rule"),
-            _relabel(m.leaked),
-        )
-        yield _counter(
-            "lwsobs_wsi_suspects_resolved",
-            "leak suspects that got their WSI_DESTROY after all",
-            ("source", "role", "rule"),
-            _relabel(m.resolved),
-        )
-        yield self._histogram(
-            "lwsobs_wsi_lifetime_seconds",
-            "wsi lifetime from creation to WSI_DESTROY",
-            m.lifetime,
-        )
-        yield self._histogram(
-            "lwsobs_wsi_transactions",
-            "transactions carried by each wsi, observed at WSI_DESTROY",
-            m.per_wsi,
-        )
-        yield self._histogram(
-            "lwsobs_transaction_duration_seconds",
-            "transaction duration from request arrival to the end of the response",
-            m.duration,
-        )
-        yield self._histogram(
-            "lwsobs_transaction_queue_seconds",
-            "time a request waited behind earlier pipelined requests on its wsi",
-            m.queue_wait,
-        )
+        for name, doc, labels, attr in COUNTERS:
+            yield _counter(name, doc, labels, _relabel(getattr(self.metrics, attr)))
+        for name, doc, attr in HISTOGRAMS:
+            yield self._histogram(name, doc, getattr(self.metrics, attr))
         for more in self.extra:
             yield from more()
 

@@ -18,8 +18,8 @@ def live(observer: Observer, role: str, source: str = "aiohttp") -> float | None
     return observer.registry.get_sample_value("lwsobs_wsi_live", {"role": role, "source": source})
 
 
-def sample(observer: Observer, name: str, **labels: str) -> float | None:
-    return observer.registry.get_sample_value(name, labels)
+def sample(observer: Observer, name: str, source: str = "aiohttp", **labels: str) -> float | None:
+    return observer.registry.get_sample_value(name, {"source": source, **labels})
 
 
 def spans_of(observer: Observer) -> list[dict[str, Any]]:
@@ -80,9 +80,21 @@ async def test_live_gauge_follows_an_open_connection(observer: Observer) -> None
             # the pooled connection stays open: one live h1-server wsi
             assert live(observer, "h1-server") == 1
         await eventually(lambda: live(observer, "h1-server") == 0)
-        assert sample(observer, "lwsobs_wsi_created_total", role="h1-server", source="aiohttp") == 1
         assert (
-            sample(observer, "lwsobs_wsi_destroyed_total", role="h1-server", source="aiohttp") == 1
+            sample(
+                observer,
+                "lwsobs_wsi_created_total",
+                role="h1-server",
+            )
+            == 1
+        )
+        assert (
+            sample(
+                observer,
+                "lwsobs_wsi_destroyed_total",
+                role="h1-server",
+            )
+            == 1
         )
     assert live(observer, "listen") == 0
 
@@ -119,14 +131,27 @@ async def test_websocket_upgrade_moves_the_wsi_to_ws_server(observer: Observer) 
             assert live(observer, "h1-server") == 0
             # the websocket session is not an open HTTP transaction
             active = "lwsobs_transactions_active"
-            assert sample(observer, active, role="h1-server", source="aiohttp") == 0
-            assert sample(observer, active, role="ws-server", source="aiohttp") == 0
+            assert (
+                sample(
+                    observer,
+                    active,
+                    role="h1-server",
+                )
+                == 0
+            )
+            assert (
+                sample(
+                    observer,
+                    active,
+                    role="ws-server",
+                )
+                == 0
+            )
         await eventually(lambda: live(observer, "ws-server") == 0)
     assert (
         sample(
             observer,
             "lwsobs_wsi_upgrades_total",
-            source="aiohttp",
             from_role="h1-server",
             to_role="ws-server",
         )
@@ -137,7 +162,6 @@ async def test_websocket_upgrade_moves_the_wsi_to_ws_server(observer: Observer) 
             observer,
             "lwsobs_transactions_total",
             role="h1-server",
-            source="aiohttp",
             code_class="1xx",
         )
         == 1
@@ -164,7 +188,6 @@ async def test_malformed_request_is_recorded_as_a_400_transaction(observer: Obse
             observer,
             "lwsobs_transactions_total",
             role="h1-server",
-            source="aiohttp",
             code_class="4xx",
         )
         == 1
@@ -222,25 +245,33 @@ async def test_idle_connection_is_flagged_once_and_resolved_when_closed(
         # the idle rule is judged by the core from explicit time: tick past the limit
         observer.tick(wsi.created_ns + limit + 2_000_000_000)
         observer.tick(wsi.created_ns + limit + 4_000_000_000)
+        assert sample(observer, "lwsobs_wsi_leaked_total", role="h1-server", rule="idle") == 1
         assert (
             sample(
-                observer, "lwsobs_wsi_leaked_total", role="h1-server", source="aiohttp", rule="idle"
+                observer,
+                "lwsobs_wsi_leak_suspects",
+                role="h1-server",
             )
             == 1
         )
-        assert sample(observer, "lwsobs_wsi_leak_suspects", role="h1-server", source="aiohttp") == 1
         assert live(observer, "h1-server") == 1  # a suspect is still live
         leaks = observer.live.leak_list(wsi.created_ns)["leaks"]
         assert [(x["id"], x["rule"], x["certain"]) for x in leaks] == [(wsi.id, "idle", False)]
         writer.close()
         await eventually(lambda: live(observer, "h1-server") == 0)
-        assert sample(observer, "lwsobs_wsi_leak_suspects", role="h1-server", source="aiohttp") == 0
+        assert (
+            sample(
+                observer,
+                "lwsobs_wsi_leak_suspects",
+                role="h1-server",
+            )
+            == 0
+        )
         assert (
             sample(
                 observer,
                 "lwsobs_wsi_suspects_resolved_total",
                 role="h1-server",
-                source="aiohttp",
                 rule="idle",
             )
             == 1
