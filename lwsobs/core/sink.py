@@ -26,3 +26,25 @@ class Sink(Protocol):
 
     def wsi_destroyed(self, wsi: Wsi) -> None:
         """The wsi got its WSI_DESTROY (also after an earlier suspect flag) and left the table."""
+
+
+class BaseSink:
+    """No-op implementations; the Tracker does not even call the ones a sink leaves alone."""
+
+    def wsi_opened(self, wsi: Wsi) -> None:
+        pass
+
+    def role_changed(self, wsi: Wsi, old: Role) -> None:
+        pass
+
+    def transaction_ended(self, txn: Transaction) -> None:
+        pass
+
+    def wsi_flagged(self, wsi: Wsi, rule: str, certain: bool) -> None:
+        pass
+
+    def wsi_span_ended(self, wsi: Wsi) -> None:
+        pass
+
+    def wsi_destroyed(self, wsi: Wsi) -> None:
+        pass

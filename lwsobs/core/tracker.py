@@ -14,7 +14,7 @@ from typing import Any
 from lwsobs.core.model import Context, Peer, Transaction, Wsi
 from lwsobs.core.policy import NS, LeakPolicy
 from lwsobs.core.roles import SUSPECT_RULES, EndReason, LeakRule, Role
-from lwsobs.core.sink import Sink
+from lwsobs.core.sink import BaseSink, Sink
 
 
 class Tracker:
@@ -43,13 +43,25 @@ class Tracker:
         self._bind_sinks()
 
     def _bind_sinks(self) -> None:
-        """Keep one list of bound methods per callback: the hot path just iterates it."""
-        self._on_open = [s.wsi_opened for s in self._sinks]
-        self._on_role = [s.role_changed for s in self._sinks]
-        self._on_txn = [s.transaction_ended for s in self._sinks]
-        self._on_flag = [s.wsi_flagged for s in self._sinks]
-        self._on_span_end = [s.wsi_span_ended for s in self._sinks]
-        self._on_destroy = [s.wsi_destroyed for s in self._sinks]
+        """Keep one list of bound methods per callback: the hot path just iterates it.
+
+        A callback a sink inherits unchanged from BaseSink is left out, so no-op calls cost
+        nothing.
+        """
+
+        def bound(name: str) -> list[Any]:
+            return [
+                getattr(s, name)
+                for s in self._sinks
+                if getattr(type(s), name, None) is not getattr(BaseSink, name)
+            ]
+
+        self._on_open = bound("wsi_opened")
+        self._on_role = bound("role_changed")
+        self._on_txn = bound("transaction_ended")
+        self._on_flag = bound("wsi_flagged")
+        self._on_span_end = bound("wsi_span_ended")
+        self._on_destroy = bound("wsi_destroyed")
 
     def context(self, source: str, name: str) -> Context:
         """The live context (source, name), created on first use."""
@@ -94,7 +106,6 @@ class Tracker:
         self,
         wsi: Wsi,
         now: int,
-        *,
         arrived: int | None = None,
         method: str | None = None,
         path: str | None = None,
@@ -102,6 +113,7 @@ class Tracker:
     ) -> Transaction | None:
         """A transaction starts (HTTP_BIND_PROTOCOL / a request taken off the queue).
 
+        `path` is the request target as received (query included; sinks strip what they must).
         `arrived` is when the request's bytes arrived; for pipelined requests it is earlier than
         `now` and the difference is the queue wait. A transaction still open is ended first,
         as 'superseded': on one h1 wsi transactions never overlap.
@@ -133,7 +145,6 @@ class Tracker:
         self,
         wsi: Wsi,
         now: int,
-        *,
         status: int | None = None,
         route: str | None = None,
         error: str | None = None,

@@ -6,11 +6,12 @@ Live counts are not kept here at all: they are read from the Tracker's table.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections import defaultdict
 
 from lwsobs.core.model import Transaction, Wsi
 from lwsobs.core.policy import NS
-from lwsobs.core.roles import SUSPECT_RULES, Role, code_class
+from lwsobs.core.roles import SUSPECT_RULES, Role
 from lwsobs.sinks.base import NullSink
 from lwsobs.sinks.histogram import (
     DURATION_BUCKETS_S,
@@ -22,6 +23,23 @@ from lwsobs.sinks.histogram import (
 SourceRole = tuple[str, Role]
 
 
+CODE_CLASSES = ("none", "1xx", "2xx", "3xx", "4xx", "5xx")
+
+
+class TransactionSeries:
+    """Per (source, role) transaction counts by code class and the two duration histograms.
+
+    Kept as one object so the per-request path does a single lookup.
+    """
+
+    __slots__ = ("by_class", "duration", "queue_wait")
+
+    def __init__(self) -> None:
+        self.by_class = [0] * len(CODE_CLASSES)
+        self.duration = Histogram(DURATION_BUCKETS_S)
+        self.queue_wait = Histogram(DURATION_BUCKETS_S)
+
+
 class MetricsSink(NullSink):
     """Counts what the Tracker reports; every key is (source, role[, closed-set value])."""
 
@@ -29,13 +47,28 @@ class MetricsSink(NullSink):
         self.created: dict[SourceRole, int] = defaultdict(int)
         self.destroyed: dict[SourceRole, int] = defaultdict(int)
         self.upgrades: dict[tuple[str, Role, Role], int] = defaultdict(int)
-        self.transactions: dict[tuple[str, Role, str], int] = defaultdict(int)
         self.leaked: dict[tuple[str, Role, str], int] = defaultdict(int)
         self.resolved: dict[tuple[str, Role, str], int] = defaultdict(int)
         self.lifetime: dict[SourceRole, Histogram] = {}
         self.per_wsi: dict[SourceRole, Histogram] = {}
-        self.duration: dict[SourceRole, Histogram] = {}
-        self.queue_wait: dict[SourceRole, Histogram] = {}
+        self.series: dict[SourceRole, TransactionSeries] = {}
+
+    @property
+    def transactions(self) -> dict[tuple[str, Role, str], int]:
+        return {
+            (source, role, CODE_CLASSES[i]): n
+            for (source, role), series in self.series.items()
+            for i, n in enumerate(series.by_class)
+            if n
+        }
+
+    @property
+    def duration(self) -> dict[SourceRole, Histogram]:
+        return {key: series.duration for key, series in self.series.items()}
+
+    @property
+    def queue_wait(self) -> dict[SourceRole, Histogram]:
+        return {key: series.queue_wait for key, series in self.series.items()}
 
     def wsi_opened(self, wsi: Wsi) -> None:
         self.created[(wsi.context.source, wsi.role)] += 1
@@ -44,15 +77,26 @@ class MetricsSink(NullSink):
         self.upgrades[(wsi.context.source, old, wsi.role)] += 1
 
     def transaction_ended(self, txn: Transaction) -> None:
+        # The per-request path: one lookup, then list arithmetic (histograms inlined).
         key = (txn.wsi.context.source, txn.role)
-        self.transactions[(key[0], key[1], code_class(txn.status))] += 1
-        end = txn.end_ns if txn.end_ns is not None else txn.start_ns
-        duration = self.duration.get(key)
-        if duration is None:
-            duration = self.duration[key] = Histogram(DURATION_BUCKETS_S)
-            self.queue_wait[key] = Histogram(DURATION_BUCKETS_S)
-        duration.observe(max(0, end - txn.arrived_ns) / NS, txn)
-        self.queue_wait[key].observe(txn.queue_ns / NS)
+        series = self.series.get(key)
+        if series is None:
+            series = self.series[key] = TransactionSeries()
+        status = txn.status
+        series.by_class[status // 100 if status is not None and 100 <= status <= 599 else 0] += 1
+        end = txn.end_ns
+        arrived = txn.arrived_ns
+        seconds = (end - arrived) / NS if end is not None and end > arrived else 0.0
+        hist = series.duration
+        i = bisect_left(hist.bounds, seconds)
+        hist.counts[i] += 1
+        hist.sum += seconds
+        hist.exemplars[i] = (txn, seconds)
+        start = txn.start_ns
+        waited = (start - arrived) / NS if start > arrived else 0.0
+        hist = series.queue_wait
+        hist.counts[bisect_left(hist.bounds, waited)] += 1
+        hist.sum += waited
 
     def wsi_flagged(self, wsi: Wsi, rule: str, certain: bool) -> None:
         self.leaked[(wsi.context.source, wsi.role, rule)] += 1

@@ -188,7 +188,8 @@ class SpanBuilder:
         if txn.method is not None:
             attrs["http.request.method"] = txn.method
         if txn.path is not None:
-            attrs["url.path"] = txn.path
+            # the query may carry secrets and is unbounded: only the path is exported
+            attrs["url.path"] = txn.path.partition("?")[0]
         if txn.route is not None:
             attrs["http.route"] = txn.route
         if txn.status is not None:

@@ -18,12 +18,13 @@ import itertools
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
+from time import monotonic_ns
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web, web_protocol, web_runner, web_server
 from aiohttp.web_protocol import RequestHandler
 
-from lwsobs.clock import now_ns
+from lwsobs.clock import ANCHOR_NS, now_ns
 from lwsobs.core.model import Context, Wsi
 from lwsobs.core.roles import Role
 
@@ -60,12 +61,11 @@ class ServerInstrumentation:
 
 
 def _route_of(request: Any) -> str | None:
-    match_info = getattr(request, "_match_info", None)
-    if match_info is None:
+    """The matched resource's canonical form (`/items/{id}`), never the raw path."""
+    try:
+        return str(request._match_info.route.resource.canonical)
+    except AttributeError:  # a parser error has no match info; a sub-app route may lack one
         return None
-    route = getattr(match_info, "route", None)
-    resource = getattr(route, "resource", None)
-    return None if resource is None else str(resource.canonical)
 
 
 class InstrumentedRequestHandler(RequestHandler):
@@ -86,7 +86,9 @@ class InstrumentedRequestHandler(RequestHandler):
         # (first message ordinal, last ordinal, arrival ns) per read that parsed messages
         self._lwsobs_arrivals: deque[tuple[int, int, int]] = deque()
         self._lwsobs_dequeued = 0
-        self._lwsobs_factory = self._request_factory
+        factory = self._request_factory
+        assert factory is not None  # set from the manager in RequestHandler.__init__
+        self._lwsobs_factory = factory
         self._request_factory = self._lwsobs_make_request
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -111,14 +113,16 @@ class InstrumentedRequestHandler(RequestHandler):
         super().data_received(data)
         after = self._request_count
         if after != before:
-            self._lwsobs_arrivals.append((before + 1, after, now_ns()))
+            self._lwsobs_arrivals.append((before + 1, after, ANCHOR_NS + monotonic_ns()))
 
-    def _lwsobs_make_request(self, message: Any, payload: Any, *args: Any) -> Any:
-        now = now_ns()
-        self._lwsobs_dequeued += 1
-        ordinal = self._lwsobs_dequeued
-        arrivals = self._lwsobs_arrivals
+    def _lwsobs_make_request(
+        self, message: Any, payload: Any, protocol: Any, writer: Any, task: Any
+    ) -> Any:
+        """aiohttp takes a request off its queue: the transaction starts (HTTP_BIND)."""
+        now = ANCHOR_NS + monotonic_ns()
+        ordinal = self._lwsobs_dequeued = self._lwsobs_dequeued + 1
         arrived = now
+        arrivals = self._lwsobs_arrivals
         while arrivals:
             first, last, at = arrivals[0]
             if last < ordinal:
@@ -130,26 +134,33 @@ class InstrumentedRequestHandler(RequestHandler):
         wsi = self._lwsobs_wsi
         if wsi is not None:
             if message is _ERROR_MESSAGE:
-                self._lwsobs.tracker.bind(wsi, now, arrived=arrived)
+                self._lwsobs.tracker.bind(wsi, now, arrived)
             else:
                 self._lwsobs.tracker.bind(
                     wsi,
                     now,
-                    arrived=arrived,
-                    method=message.method,
-                    path=message.path.partition("?")[0],
-                    traceparent=message.headers.get("traceparent"),
+                    arrived,
+                    message.method,
+                    message.path,
+                    message.headers.get("traceparent"),
                 )
-        return self._lwsobs_factory(message, payload, *args)  # type: ignore[misc]
+        return self._lwsobs_factory(message, payload, protocol, writer, task)
 
     def log_access(self, request: Any, response: Any, time: float | None) -> None:
-        super().log_access(request, response, time)
+        """Called for every request after its response was written: the transaction ends."""
+        if self._logging_enabled:
+            super().log_access(request, response, time)
         wsi = self._lwsobs_wsi
-        if wsi is not None and wsi.txn is not None:
-            error = "invalid_request" if wsi.txn.method is None else None
-            self._lwsobs.tracker.drop(
-                wsi, now_ns(), status=response.status, route=_route_of(request), error=error
-            )
+        if wsi is not None:
+            txn = wsi.txn
+            if txn is not None:
+                self._lwsobs.tracker.drop(
+                    wsi,
+                    ANCHOR_NS + monotonic_ns(),
+                    response.status,
+                    _route_of(request),
+                    None if txn.method is not None else "invalid_request",
+                )
 
     def set_parser(self, parser: Any, data_received_cb: Callable[[], None] | None = None) -> None:
         super().set_parser(parser, data_received_cb)
