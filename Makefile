@@ -35,3 +35,22 @@ unit: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+
+# Core benchmarks (memory per wsi, /metrics render, idle ticks); prints numbers, asserts nothing.
+.PHONY: bench-core
+bench-core: $(STAMP)
+	$(BIN)/python bench/core.py
+
+# HTTP benchmarks: lwsobs vs plain aiohttp and its peers under wrk and h2load (bench/README.md).
+BENCH_STAMP := $(VENV)/.installed-bench
+.PHONY: bench bench-quick
+
+$(BENCH_STAMP): $(STAMP) pyproject.toml
+	$(BIN)/pip install -q -e '.[test,bench]'
+	touch $(BENCH_STAMP)
+
+bench: deps $(BENCH_STAMP)
+	$(BIN)/python bench/run.py --full
+
+bench-quick: deps $(BENCH_STAMP)
+	$(BIN)/python bench/run.py --quick
