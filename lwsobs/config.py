@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from lwsobs.core.policy import LeakPolicy, parse_idle_limits
 from lwsobs.core.roles import Role
+from lwsobs.sinks.otlp_http import OtlpConfigError, OtlpHttpConfig
 
 
 class ConfigError(ValueError):
@@ -59,6 +60,7 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
 class Config:
     spans: bool = True
     otlp: bool = False  # export over OTLP/HTTP (endpoint and headers from OTEL_EXPORTER_OTLP_*)
+    otlp_config: OtlpHttpConfig | None = None  # None: read OTEL_EXPORTER_OTLP_* when exporting
     join_traceparent: bool = True  # transaction spans join an incoming trace, linking the wsi
     idle_limits: dict[Role, float | None] = field(default_factory=dict)
     recent_traces: int = 500
@@ -89,12 +91,19 @@ class Config:
             idle = parse_idle_limits(env.get("LWSOBS_IDLE_LIMITS", ""))
         except ValueError as exc:
             raise ConfigError(f"LWSOBS_IDLE_LIMITS: {exc}") from None
+        otlp = exporter == "otlp" or (exporter == "" and has_endpoint)
+        try:
+            otlp_config = OtlpHttpConfig.from_env(env) if otlp else None
+        except OtlpConfigError as exc:
+            raise ConfigError(str(exc)) from None
         return cls(
             spans=_flag(env, "LWSOBS_SPANS", sampler != "always_off"),
-            otlp=exporter == "otlp" or (exporter == "" and has_endpoint),
+            otlp=otlp,
+            otlp_config=otlp_config,
             join_traceparent=mode == "join",
             idle_limits=idle,
-            recent_traces=_int(env, "LWSOBS_RECENT_TRACES", 500, minimum=0),
+            # with a real backend, memory for /api/traces is opt-in
+            recent_traces=_int(env, "LWSOBS_RECENT_TRACES", 0 if otlp else 500, minimum=0),
             span_queue=_int(env, "LWSOBS_SPAN_QUEUE", 65536),
             span_batch=_int(env, "OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 512),
             span_delay_s=_int(env, "OTEL_BSP_SCHEDULE_DELAY", 500) / 1000,

@@ -15,7 +15,6 @@ from collections import deque
 from collections.abc import Callable
 
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace.export import SpanExporter
 from opentelemetry.sdk.trace.sampling import _get_from_env_or_default
 from prometheus_client import REGISTRY, CollectorRegistry
 
@@ -29,9 +28,10 @@ from lwsobs.sinks.collector import LwsobsCollector
 from lwsobs.sinks.leak_log import LeakLog
 from lwsobs.sinks.live import LiveView
 from lwsobs.sinks.metrics import MetricsSink
+from lwsobs.sinks.otlp_exporter import OtlpExporter
 from lwsobs.sinks.recent_traces import RecentTraces
 from lwsobs.sinks.span_builder import SpanBuilder
-from lwsobs.sinks.spans import SpanSink
+from lwsobs.sinks.spans import FactExporter, SpanSink
 
 log = logging.getLogger("lwsobs")
 
@@ -44,12 +44,6 @@ def make_resource(service_name: str) -> Resource:
     return resource
 
 
-def make_otlp_exporter() -> SpanExporter:
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-
-    return OTLPSpanExporter()
-
-
 class Observer:
     def __init__(self, config: Config | None = None, *, register_global: bool = False) -> None:
         self.config = config = config or Config.from_env()
@@ -59,23 +53,23 @@ class Observer:
         )
         self.metrics = MetricsSink()
         self.live = LiveView(self.tracker)
-        self.recent = (
-            RecentTraces(max_traces=config.recent_traces) if config.recent_traces else None
-        )
+        self.recent: RecentTraces | None = None
         self.spans: SpanSink | None = None
         self.tracker.add_sink(self.metrics)
         self.tracker.add_sink(self.live)
         self.tracker.add_sink(LeakLog())
         self.collector = LwsobsCollector(self.tracker, self.metrics, self.ids)
         if config.spans:
-            exporters: list[SpanExporter] = []
-            if self.recent is not None:
+            builder = SpanBuilder(self.ids, _get_from_env_or_default())
+            exporters: list[FactExporter] = []
+            if config.recent_traces:
+                self.recent = RecentTraces(builder, max_traces=config.recent_traces)
                 exporters.append(self.recent)
             if config.otlp:
-                exporters.append(make_otlp_exporter())
-            builder = SpanBuilder(
-                self.ids, _get_from_env_or_default(), make_resource(config.service_name)
-            )
+                resource = make_resource(config.service_name)
+                exporters.append(
+                    OtlpExporter(builder, dict(resource.attributes), config.otlp_config)
+                )
             self.spans = SpanSink(
                 builder,
                 exporters,

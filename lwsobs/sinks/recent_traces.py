@@ -1,7 +1,7 @@
 """The embedded default exporter: the most recent finished traces, kept in memory.
 
-It keeps references to the ReadableSpans it is given and renders JSON only when asked, so
-keeping traces costs the exporter thread almost nothing.
+It keeps the sampled facts themselves, grouped by trace id, and builds span JSON only when
+/api/traces asks, so keeping traces costs the export worker almost nothing.
 """
 
 from __future__ import annotations
@@ -11,11 +11,12 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
-from opentelemetry.sdk.trace import ReadableSpan
-from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+from lwsobs.core.model import Transaction
+from lwsobs.sinks.otlp_facts import Fact
+from lwsobs.sinks.span_builder import KIND_NAMES, STATUS_NAMES, SpanBuilder, SpanData
 
 
-class RecentTraces(SpanExporter):
+class RecentTraces:
     """Keeps at most `max_traces` traces, `max_spans` spans in all, `max_spans_per_trace` each.
 
     The oldest traces go first when a bound is reached; spans beyond a trace's own bound are
@@ -23,27 +24,37 @@ class RecentTraces(SpanExporter):
     """
 
     def __init__(
-        self, max_traces: int = 500, max_spans: int = 20_000, max_spans_per_trace: int = 1000
+        self,
+        builder: SpanBuilder,
+        max_traces: int = 500,
+        max_spans: int = 20_000,
+        max_spans_per_trace: int = 1000,
     ) -> None:
+        self.builder = builder
         self.max_traces = max_traces
         self.max_spans = max_spans
         self.max_spans_per_trace = max_spans_per_trace
-        self._traces: OrderedDict[int, list[ReadableSpan]] = OrderedDict()
+        self._traces: OrderedDict[int, list[Fact]] = OrderedDict()
         self._spans = 0
         self._lock = threading.Lock()
         self.truncated = 0
 
-    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+    def export(self, facts: Sequence[Fact]) -> bool:
+        ids = self.builder.ids
         with self._lock:
-            for span in spans:
-                trace_id = span.context.trace_id
+            for fact in facts:
+                trace_id = (
+                    ids.txn_trace(fact).trace_id
+                    if isinstance(fact, Transaction)
+                    else ids.wsi_trace_id(fact.wsi)
+                )
                 bucket = self._traces.get(trace_id)
                 if bucket is None:
                     bucket = self._traces[trace_id] = []
                 else:
                     self._traces.move_to_end(trace_id)
                 if len(bucket) < self.max_spans_per_trace:
-                    bucket.append(span)
+                    bucket.append(fact)
                     self._spans += 1
                 else:
                     self.truncated += 1
@@ -52,47 +63,52 @@ class RecentTraces(SpanExporter):
                 ):
                     _, evicted = self._traces.popitem(last=False)
                     self._spans -= len(evicted)
-        return SpanExportResult.SUCCESS
+        return True
+
+    def shutdown(self) -> None:
+        pass
 
     @property
     def span_count(self) -> int:
         return self._spans
 
-    def shutdown(self) -> None:
-        pass
-
-    def force_flush(self, timeout_millis: int = 30000) -> bool:
-        return True
-
     def traces(self, limit: int = 50) -> list[dict[str, Any]]:
         """The newest `limit` traces as JSON-ready dicts, newest first."""
         with self._lock:
-            newest = list(self._traces.items())[-limit:][::-1]
-            return [
-                {"trace_id": f"{tid:032x}", "spans": [span_json(s) for s in spans]}
-                for tid, spans in newest
-            ]
+            newest = [(tid, list(facts)) for tid, facts in list(self._traces.items())[-limit:]]
+        build = self.builder
+        return [
+            {
+                "trace_id": f"{tid:032x}",
+                "spans": [
+                    span_json(
+                        build.transaction(f) if isinstance(f, Transaction) else build.connection(f)
+                    )
+                    for f in facts
+                ],
+            }
+            for tid, facts in reversed(newest)
+        ]
 
 
-def span_json(span: ReadableSpan) -> dict[str, Any]:
-    ctx = span.context
-    parent = span.parent
+def span_json(span: SpanData) -> dict[str, Any]:
     return {
         "name": span.name,
-        "trace_id": f"{ctx.trace_id:032x}",
-        "span_id": f"{ctx.span_id:016x}",
-        "parent_span_id": None if parent is None else f"{parent.span_id:016x}",
-        "kind": span.kind.name,
-        "start_ns": span.start_time,
-        "end_ns": span.end_time,
-        "status": span.status.status_code.name,
-        "attributes": dict(span.attributes or {}),
+        "trace_id": f"{span.trace_id:032x}",
+        "span_id": f"{span.span_id:016x}",
+        "parent_span_id": f"{span.parent_span_id:016x}" if span.parent_span_id else None,
+        "kind": KIND_NAMES.get(span.kind, str(span.kind)),
+        "start_ns": span.start_ns,
+        "end_ns": span.end_ns,
+        "status": STATUS_NAMES.get(span.status_code, str(span.status_code)),
+        "status_message": span.status_message,
+        "attributes": dict(span.attributes),
         "events": [
-            {"name": e.name, "time_ns": e.timestamp, "attributes": dict(e.attributes or {})}
-            for e in span.events
+            {"name": name, "time_ns": ts, "attributes": dict(attrs or {})}
+            for name, ts, attrs in span.events
         ],
         "links": [
-            {"trace_id": f"{link.context.trace_id:032x}", "span_id": f"{link.context.span_id:016x}"}
-            for link in span.links
+            {"trace_id": f"{trace_id:032x}", "span_id": f"{span_id:016x}"}
+            for trace_id, span_id, _ in span.links
         ],
     }

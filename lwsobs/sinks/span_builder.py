@@ -1,7 +1,9 @@
-"""Turn finished connection and transaction facts into OTel SDK ReadableSpans.
+"""Turn finished connection and transaction facts into SpanData, ready to encode.
 
 This runs off the request path, in the export worker, in batches. Timestamps are the ones the
-core recorded; ids come from core.ids so exemplars and spans always agree.
+core recorded; ids come from core.ids so exemplars and spans always agree. SpanData is a plain
+tuple: building an SDK ReadableSpan and encoding it through the SDK costs several times more
+(see docs/performance.md), and the OTLP encoder in otlp_encode.py needs nothing else.
 """
 
 from __future__ import annotations
@@ -9,18 +11,38 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 from opentelemetry import trace as trace_api
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.sdk.trace.sampling import Decision, Sampler
-from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
+from opentelemetry.trace import SpanContext, SpanKind, TraceFlags
 
 from lwsobs.core.ids import Ids
 from lwsobs.core.model import Peer, Transaction, Wsi
 from lwsobs.core.roles import CLIENT_ROLES, SERVER_ROLES, EndReason, Role
 
-SCOPE = InstrumentationScope("lwsobs", "0.1.0")
-_SAMPLED = TraceFlags(TraceFlags.SAMPLED)
+AttrValue = str | bool | int | float
+Attributes = dict[str, AttrValue]
+
+# OTLP SpanKind and StatusCode numbers (opentelemetry/proto/trace/v1/trace.proto)
+KIND_INTERNAL, KIND_SERVER, KIND_CLIENT = 1, 2, 3
+KIND_NAMES = {1: "INTERNAL", 2: "SERVER", 3: "CLIENT"}
+STATUS_UNSET, STATUS_ERROR = 0, 2
+STATUS_NAMES = {0: "UNSET", 1: "OK", 2: "ERROR"}
+
+
+class SpanData(NamedTuple):
+    """One finished span; parent_span_id 0 means a root span."""
+
+    trace_id: int
+    span_id: int
+    parent_span_id: int
+    name: str
+    kind: int
+    start_ns: int
+    end_ns: int
+    attributes: Attributes
+    events: tuple[tuple[str, int, dict[str, Any] | None], ...] = ()
+    links: tuple[tuple[int, int, Attributes | None], ...] = ()
+    status_code: int = STATUS_UNSET
+    status_message: str = ""
 
 
 class ConnectionFact(NamedTuple):
@@ -46,12 +68,19 @@ def _is_sampled(decision: Decision) -> bool:
     return decision is Decision.RECORD_AND_SAMPLE
 
 
-def span_kind(role: Role) -> SpanKind:
+def span_kind(role: Role) -> int:
     if role in SERVER_ROLES:
-        return SpanKind.SERVER
+        return KIND_SERVER
     if role in CLIENT_ROLES:
-        return SpanKind.CLIENT
-    return SpanKind.INTERNAL
+        return KIND_CLIENT
+    return KIND_INTERNAL
+
+
+_SDK_KINDS = {
+    KIND_INTERNAL: SpanKind.INTERNAL,
+    KIND_SERVER: SpanKind.SERVER,
+    KIND_CLIENT: SpanKind.CLIENT,
+}
 
 
 def _address_attrs(prefix: str, addr: Peer, attrs: dict[str, Any]) -> None:
@@ -70,10 +99,9 @@ def _address_attrs(prefix: str, addr: Peer, attrs: dict[str, Any]) -> None:
 class SpanBuilder:
     """Stateless apart from its configuration; the sampler decides per trace."""
 
-    def __init__(self, ids: Ids, sampler: Sampler, resource: Resource) -> None:
+    def __init__(self, ids: Ids, sampler: Sampler) -> None:
         self.ids = ids
         self.sampler = sampler
-        self.resource = resource
 
     # -- sampling ----------------------------------------------------------------------------
 
@@ -85,28 +113,49 @@ class SpanBuilder:
                 root = root.parent
             if root.sampled is None:
                 result = self.sampler.should_sample(
-                    None, self.ids.wsi_trace_id(root), f"wsi {root.role}", span_kind(root.role)
+                    None,
+                    self.ids.wsi_trace_id(root),
+                    f"wsi {root.role}",
+                    _SDK_KINDS[span_kind(root.role)],
                 )
                 root.sampled = _is_sampled(result.decision)
             wsi.sampled = root.sampled
         return wsi.sampled
 
-    def _wsi_context(self, wsi: Wsi) -> SpanContext:
-        return SpanContext(
-            self.ids.wsi_trace_id(wsi),
-            self.ids.wsi_span_id(wsi),
-            is_remote=False,
-            trace_flags=_SAMPLED,
-        )
-
     # -- building ----------------------------------------------------------------------------
 
-    def connection(self, fact: ConnectionFact) -> ReadableSpan | None:
+    def decide(self, fact: ConnectionFact | Transaction) -> bool:
+        """Ask the sampler (once per trace) and record the answer on the fact's objects."""
+        if isinstance(fact, Transaction):
+            return self.transaction_sampled(fact)
+        return self.wsi_sampled(fact.wsi)
+
+    def transaction_sampled(self, txn: Transaction) -> bool:
+        if txn.sampled is None:
+            trace = self.ids.txn_trace(txn)
+            if trace.remote is None:
+                txn.sampled = self.wsi_sampled(txn.wsi)
+            else:
+                parent = SpanContext(
+                    trace.trace_id,
+                    trace.parent_span_id,
+                    is_remote=True,
+                    trace_flags=TraceFlags(TraceFlags.SAMPLED if trace.remote.sampled else 0),
+                )
+                txn.sampled = _is_sampled(
+                    self.sampler.should_sample(
+                        trace_api.set_span_in_context(trace_api.NonRecordingSpan(parent)),
+                        trace.trace_id,
+                        txn.method or "HTTP",
+                        _SDK_KINDS[span_kind(txn.role)],
+                    ).decision
+                )
+        return txn.sampled
+
+    def connection(self, fact: ConnectionFact) -> SpanData:
         wsi = fact.wsi
-        if not self.wsi_sampled(wsi):
-            return None
         ctx = wsi.context
-        attrs: dict[str, Any] = {
+        attrs: Attributes = {
             "lws.wsi.id": wsi.id,
             "lws.role": fact.role.value,
             "lws.source": ctx.source,
@@ -132,54 +181,25 @@ class SpanBuilder:
             attrs["network.protocol.version"] = "1.1"
         if wsi.attrs:
             attrs.update(wsi.attrs)
-        status = (
-            Status(StatusCode.ERROR, f"wsi leaked ({fact.leak})")
-            if fact.leak is not None
-            else Status(StatusCode.UNSET)
-        )
-        parent = self._wsi_context(wsi.parent) if wsi.parent is not None else None
-        events = [
-            Event(name, attributes=ev_attrs, timestamp=ts) for name, ts, ev_attrs in fact.events
-        ]
-        return ReadableSpan(
-            name=f"wsi {fact.role.value}",
-            context=self._wsi_context(wsi),
-            parent=parent,
-            resource=self.resource,
-            attributes=attrs,
-            events=events,
-            kind=span_kind(fact.role),
-            status=status,
-            start_time=wsi.created_ns,
-            end_time=fact.span_end_ns,
-            instrumentation_scope=SCOPE,
+        ids = self.ids
+        return SpanData(
+            ids.wsi_trace_id(wsi),
+            ids.wsi_span_id(wsi),
+            0 if wsi.parent is None else ids.wsi_span_id(wsi.parent),
+            f"wsi {fact.role.value}",
+            span_kind(fact.role),
+            wsi.created_ns,
+            fact.span_end_ns,
+            attrs,
+            fact.events,
+            (),
+            STATUS_ERROR if fact.leak is not None else STATUS_UNSET,
+            f"wsi leaked ({fact.leak})" if fact.leak is not None else "",
         )
 
-    def transaction(self, txn: Transaction) -> ReadableSpan | None:
+    def transaction(self, txn: Transaction) -> SpanData:
         trace = self.ids.txn_trace(txn)
-        conn_sampled = self.wsi_sampled(txn.wsi)
-        if trace.remote is not None:
-            parent = SpanContext(
-                trace.trace_id,
-                trace.parent_span_id,
-                is_remote=True,
-                trace_flags=TraceFlags(TraceFlags.SAMPLED if trace.remote.sampled else 0),
-            )
-            decision = _is_sampled(
-                self.sampler.should_sample(
-                    trace_api.set_span_in_context(trace_api.NonRecordingSpan(parent)),
-                    trace.trace_id,
-                    txn.method or "HTTP",
-                    span_kind(txn.role),
-                ).decision
-            )
-        else:
-            parent = self._wsi_context(txn.wsi)
-            decision = conn_sampled
-        txn.sampled = decision
-        if not decision:
-            return None
-        attrs: dict[str, Any] = {
+        attrs: Attributes = {
             "lws.wsi.id": txn.wsi.id,
             "lws.role": txn.role.value,
             "lws.pipeline.index": txn.index,
@@ -194,31 +214,37 @@ class SpanBuilder:
             attrs["http.route"] = txn.route
         if txn.status is not None:
             attrs["http.response.status_code"] = txn.status
-        status = Status(StatusCode.UNSET)
+        status, message = STATUS_UNSET, ""
         if txn.error is not None:
             attrs["error.type"] = txn.error
-            status = Status(StatusCode.ERROR, txn.error)
+            status, message = STATUS_ERROR, txn.error
         elif txn.status is not None and txn.status >= 500:
             attrs["error.type"] = str(txn.status)
-            status = Status(StatusCode.ERROR)
-        links: list[Link] = []
-        if trace.remote is not None and conn_sampled:
-            links.append(Link(self._wsi_context(txn.wsi), {"lws.link": "connection"}))
+            status = STATUS_ERROR
+        links: tuple[tuple[int, int, Attributes | None], ...] = ()
+        if trace.remote is not None and self.wsi_sampled(txn.wsi):
+            links = (
+                (
+                    self.ids.wsi_trace_id(txn.wsi),
+                    self.ids.wsi_span_id(txn.wsi),
+                    {"lws.link": "connection"},
+                ),
+            )
         name = txn.method or "HTTP"
         if txn.route:
             name = f"{name} {txn.route}"
-        return ReadableSpan(
-            name=name,
-            context=SpanContext(
-                trace.trace_id, trace.span_id, is_remote=False, trace_flags=_SAMPLED
-            ),
-            parent=parent,
-            resource=self.resource,
-            attributes=attrs,
-            links=links,
-            kind=span_kind(txn.role),
-            status=status,
-            start_time=txn.arrived_ns,
-            end_time=txn.end_ns,
-            instrumentation_scope=SCOPE,
+        end = txn.end_ns if txn.end_ns is not None else txn.start_ns
+        return SpanData(
+            trace.trace_id,
+            trace.span_id,
+            trace.parent_span_id,
+            name,
+            span_kind(txn.role),
+            txn.arrived_ns,
+            end,
+            attrs,
+            (),
+            links,
+            status,
+            message,
         )

@@ -1,8 +1,9 @@
-"""The span sink: the hot path appends finished facts; a worker thread builds and exports.
+"""The span sink: the hot path appends finished facts; a worker thread samples and exports.
 
 Appending is the only per-request cost. The worker wakes every `delay_s` (or when a batch is
-full), builds ReadableSpans with SpanBuilder and hands them to every exporter. A full queue
-drops new facts and counts them: nothing is lost silently.
+full), asks the sampler about each fact and hands the kept ones to every exporter (OTLP, the
+in-memory store), which encode them their own way. A full queue drops new facts and counts
+them: nothing is lost silently.
 """
 
 from __future__ import annotations
@@ -11,10 +12,8 @@ import logging
 import threading
 from collections import Counter, deque
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, Protocol
 
-from opentelemetry.sdk.trace import ReadableSpan
-from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from lwsobs.core.model import Transaction, Wsi
@@ -26,13 +25,20 @@ log = logging.getLogger("lwsobs.spans")
 Fact = Transaction | ConnectionFact
 
 
+class FactExporter(Protocol):
+    def export(self, facts: Sequence[Fact]) -> bool:
+        """Deliver sampled facts; False when they could not be delivered."""
+
+    def shutdown(self) -> None: ...
+
+
 class SpanSink(NullSink):
     """Feeds the export worker; safe to call only from the thread that drives the Tracker."""
 
     def __init__(
         self,
         builder: SpanBuilder,
-        exporters: Sequence[SpanExporter],
+        exporters: Sequence[FactExporter],
         *,
         max_queue: int = 65536,
         batch_size: int = 512,
@@ -95,44 +101,40 @@ class SpanSink(NullSink):
             self._idle.clear()
             take = min(len(queue), self.batch_size)
             facts = [queue.popleft() for _ in range(take)]
-            self._export(self._build(facts))
+            self._export(self._sample(facts))
         self._idle.set()
 
-    def _build(self, facts: list[Fact]) -> list[ReadableSpan]:
-        spans: list[ReadableSpan] = []
+    def _sample(self, facts: list[Fact]) -> list[Fact]:
+        kept: list[Fact] = []
+        decide = self.builder.decide
         for fact in facts:
             try:
-                span = (
-                    self.builder.transaction(fact)
-                    if isinstance(fact, Transaction)
-                    else self.builder.connection(fact)
-                )
+                keep = decide(fact)
             except Exception:  # a bad fact must not stop the worker
-                log.exception("could not build a span")
+                log.exception("could not sample a span")
                 self.dropped["build_error"] += 1
                 continue
-            if span is None:
-                self.sampled_out += 1
+            if keep:
+                kept.append(fact)
             else:
-                spans.append(span)
-        return spans
+                self.sampled_out += 1
+        return kept
 
-    def _export(self, spans: list[ReadableSpan]) -> None:
-        if not spans:
+    def _export(self, facts: list[Fact]) -> None:
+        if not facts:
             return
         ok = True
         for exporter in self.exporters:
             try:
-                result = exporter.export(spans)
+                delivered = exporter.export(facts)
             except Exception:
                 log.exception("span exporter %s failed", type(exporter).__name__)
-                result = SpanExportResult.FAILURE
-            if result is not SpanExportResult.SUCCESS:
-                ok = False
+                delivered = False
+            ok = ok and delivered
         if ok:
-            self.exported += len(spans)
+            self.exported += len(facts)
         else:
-            self.dropped["export_failed"] += len(spans)
+            self.dropped["export_failed"] += len(facts)
 
     def flush(self, timeout_s: float = 10.0) -> bool:
         """Wait until everything queued so far has been exported (or timed out)."""

@@ -7,6 +7,7 @@ import pytest
 from lwsobs.config import Config, ConfigError
 from lwsobs.core.policy import NS
 from lwsobs.core.roles import Role
+from lwsobs.sinks.otlp_http import OtlpHttpConfig
 
 
 def test_defaults() -> None:
@@ -251,6 +252,7 @@ def test_everything_at_once() -> None:
     assert Config.from_env(env) == Config(
         spans=True,
         otlp=True,
+        otlp_config=OtlpHttpConfig(),
         join_traceparent=False,
         idle_limits={Role.H2_STREAM: 30.0},
         recent_traces=0,
@@ -259,3 +261,25 @@ def test_everything_at_once() -> None:
         span_delay_s=0.25,
         tick_s=0.5,
     )
+
+
+def test_recent_traces_default_to_off_when_an_otlp_backend_takes_the_spans() -> None:
+    assert Config.from_env({}).recent_traces == 500
+    otlp = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318"}
+    assert Config.from_env(otlp).recent_traces == 0
+    assert Config.from_env({**otlp, "LWSOBS_RECENT_TRACES": "20"}).recent_traces == 20
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"OTEL_EXPORTER_OTLP_ENDPOINT": "ftp://x"}, "is not an http(s) URL"),
+        ({"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "nohost"}, "is not an http(s) URL"),
+        ({"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_TIMEOUT": "soon"}, "milliseconds"),
+        ({"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_COMPRESSION": "zstd"}, "gzip or"),
+        ({"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_HEADERS": "novalue"}, "key=value"),
+    ],
+)
+def test_bad_otlp_settings_are_config_errors(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        Config.from_env(env)
