@@ -132,6 +132,10 @@ class SpanBuilder:
 
     def transaction_sampled(self, txn: Transaction) -> bool:
         if txn.sampled is None:
+            if txn.traceparent is None or not self.ids.join_traceparent:
+                # nested in its connection: the connection's trace decides
+                txn.sampled = self.wsi_sampled(txn.wsi)
+                return txn.sampled
             trace = self.ids.txn_trace(txn)
             if trace.remote is None:
                 txn.sampled = self.wsi_sampled(txn.wsi)

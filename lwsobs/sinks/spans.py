@@ -52,6 +52,7 @@ class SpanSink(NullSink):
         self._queue: deque[Fact] = deque()
         self._wake = threading.Event()
         self._stop = False
+        self._flush_requested = False
         self._idle = threading.Event()
         self._idle.set()
         self.exported = 0
@@ -88,18 +89,28 @@ class SpanSink(NullSink):
 
     def _run(self) -> None:
         while True:
-            self._wake.wait(self.delay_s)
+            woken = self._wake.wait(self.delay_s)
             self._wake.clear()
-            self._drain()
+            # A full batch wakes the worker early: send full batches only, so every request
+            # to the backend carries batch_size spans. The timer, a flush or a stop sends all.
+            everything = not woken or self._flush_requested or self._stop
+            self._flush_requested = False
+            try:
+                self._drain(everything)
+                if self._stop:
+                    self._drain(everything=True)
+            except Exception:  # the worker must outlive any bug in an exporter or the sampler
+                log.exception("span export worker failed; it carries on")
+                self._idle.set()
             if self._stop:
-                self._drain()
                 return
 
-    def _drain(self) -> None:
+    def _drain(self, everything: bool = True) -> None:
         queue = self._queue
-        while queue:
+        batch = self.batch_size
+        while len(queue) >= batch or (everything and queue):
             self._idle.clear()
-            take = min(len(queue), self.batch_size)
+            take = min(len(queue), batch)
             facts = [queue.popleft() for _ in range(take)]
             self._export(self._sample(facts))
         self._idle.set()
@@ -141,12 +152,14 @@ class SpanSink(NullSink):
         if self._thread is None:
             self._drain()
             return True
-        self._wake.set()
-        deadline = threading.Event()
+        pause = threading.Event()
         waited = 0.0
-        while (self._queue or not self._idle.is_set()) and waited < timeout_s:
+        while True:
+            self._flush_requested = True
             self._wake.set()
-            deadline.wait(0.01)
+            if (not self._queue and self._idle.is_set()) or waited >= timeout_s:
+                break
+            pause.wait(0.01)
             waited += 0.01
         return not self._queue and self._idle.is_set()
 

@@ -34,6 +34,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("lwsobs.aiohttp")
 
 _ERROR_MESSAGE = web_protocol.ERROR
+# Called directly rather than through super(): these run for every read and every request.
+_base_data_received = RequestHandler.data_received
+_base_log_access = RequestHandler.log_access
 _context_numbers = itertools.count(1)
 
 
@@ -110,7 +113,7 @@ class InstrumentedRequestHandler(RequestHandler):
 
     def data_received(self, data: bytes) -> None:
         before = self._request_count
-        super().data_received(data)
+        _base_data_received(self, data)
         after = self._request_count
         if after != before:
             self._lwsobs_arrivals.append((before + 1, after, ANCHOR_NS + monotonic_ns()))
@@ -149,7 +152,7 @@ class InstrumentedRequestHandler(RequestHandler):
     def log_access(self, request: Any, response: Any, time: float | None) -> None:
         """Called for every request after its response was written: the transaction ends."""
         if self._logging_enabled:
-            super().log_access(request, response, time)
+            _base_log_access(self, request, response, time)
         wsi = self._lwsobs_wsi
         if wsi is not None:
             txn = wsi.txn
