@@ -47,7 +47,7 @@ def make_resource(service_name: str) -> Resource:
 class Observer:
     def __init__(self, config: Config | None = None, *, register_global: bool = False) -> None:
         self.config = config = config or Config.from_env()
-        self.tracker = Tracker(policy=config.policy)
+        self.tracker = Tracker(policy=config.policy, epoch_ns=now_ns())
         self.ids = Ids(
             random.SystemRandom().getrandbits(64), join_traceparent=config.join_traceparent
         )

@@ -17,11 +17,21 @@ Peer = tuple[Any, ...] | str | None
 class Context:
     """A group of wsis that live and die together: an aiohttp server, or one lws_context."""
 
-    __slots__ = ("active_transactions", "closing", "destroyed", "live", "name", "source")
+    __slots__ = (
+        "active_transactions",
+        "closing",
+        "destroyed",
+        "epoch_ns",
+        "live",
+        "name",
+        "source",
+    )
 
-    def __init__(self, source: str, name: str) -> None:
+    def __init__(self, source: str, name: str, epoch_ns: int = 0) -> None:
         self.source = source
         self.name = name
+        # Wsis store their times relative to this: smaller ints, fewer bytes per live wsi.
+        self.epoch_ns = epoch_ns
         # The live table, partitioned by role: a role's live count is the length of its set,
         # so the count can never drift from the table itself.
         self.live: dict[Role, set[Wsi]] = {}
@@ -34,26 +44,42 @@ class Context:
         return f"Context({self.source!r}, {self.name!r})"
 
 
+class WsiExtra:
+    """What only some wsis carry: a parent (h2 streams), attributes, events, a suspect time.
+
+    Kept apart so a plain connection pays one pointer for all of it.
+    """
+
+    __slots__ = ("attrs", "events", "parent", "suspected_ns")
+
+    def __init__(self) -> None:
+        self.parent: Wsi | None = None
+        self.attrs: dict[str, Any] | None = None
+        self.events: list[tuple[str, int, dict[str, Any] | None]] | None = None
+        self.suspected_ns: int | None = None
+
+
 class Wsi:
-    """One connection-like object, from creation to WSI_DESTROY (or to a leak verdict)."""
+    """One connection-like object, from creation to WSI_DESTROY (or to a leak verdict).
+
+    A busy producer keeps hundreds of thousands live, so the record is lean: times are kept
+    relative to the context's epoch (`_created`, `_last`; read them as `created_ns`,
+    `last_ns`) and rarely used fields live in `WsiExtra`.
+    """
 
     __slots__ = (
-        "__weakref__",
-        "attrs",
+        "_created",
+        "_extra",
+        "_last",
         "context",
-        "created_ns",
         "end_ns",
         "end_reason",
-        "events",
-        "last_ns",
         "leak",
         "local",
-        "parent",
         "peer",
         "role",
         "sampled",
         "serial",
-        "span_end_ns",
         "transactions",
         "txn",
     )
@@ -72,26 +98,66 @@ class Wsi:
         self.serial = serial
         self.context = context
         self.role = role
-        self.created_ns = now
-        self.last_ns = now
+        self._created = self._last = now - context.epoch_ns
         self.peer = peer
         self.local = local
-        self.parent = parent
-        self.attrs = attrs
+        self._extra: WsiExtra | None = None
+        if parent is not None or attrs:
+            extra = self._extra = WsiExtra()
+            extra.parent = parent
+            extra.attrs = attrs
         self.transactions = 0
         self.txn: Transaction | None = None
-        self.events: list[tuple[str, int, dict[str, Any] | None]] | None = None
         self.end_ns: int | None = None
         self.end_reason: str | None = None
         self.leak: str | None = None
-        self.span_end_ns: int | None = None
         # Set by the span sink once its sampler decided for the connection's trace.
         self.sampled: bool | None = None
 
     @property
+    def extra(self) -> WsiExtra:
+        """The rarely used fields, created on first write."""
+        if self._extra is None:
+            self._extra = WsiExtra()
+        return self._extra
+
+    @property
+    def created_ns(self) -> int:
+        return self.context.epoch_ns + self._created
+
+    @property
+    def last_ns(self) -> int:
+        """The last activity: creation, a transaction boundary, an upgrade, a touch."""
+        return self.context.epoch_ns + self._last
+
+    @last_ns.setter
+    def last_ns(self, now: int) -> None:
+        self._last = now - self.context.epoch_ns
+
+    @property
+    def parent(self) -> Wsi | None:
+        return None if self._extra is None else self._extra.parent
+
+    @property
+    def attrs(self) -> dict[str, Any] | None:
+        return None if self._extra is None else self._extra.attrs
+
+    @property
+    def events(self) -> list[tuple[str, int, dict[str, Any] | None]] | None:
+        return None if self._extra is None else self._extra.events
+
+    @property
+    def span_end_ns(self) -> int | None:
+        """When the connection span ended: the flag time for a suspect, else the end."""
+        extra = self._extra
+        if extra is not None and extra.suspected_ns is not None:
+            return extra.suspected_ns
+        return self.end_ns
+
+    @property
     def span_ended(self) -> bool:
         """True once the connection span is over (destroyed, shut down, or flagged)."""
-        return self.span_end_ns is not None
+        return self.end_ns is not None or self.leak is not None
 
     @property
     def live(self) -> bool:

@@ -20,8 +20,17 @@ from lwsobs.core.sink import BaseSink, Sink
 class Tracker:
     """Owns the live wsi table; the only writer of Context, Wsi and Transaction records."""
 
-    def __init__(self, sinks: Sequence[Sink] = (), policy: LeakPolicy | None = None) -> None:
+    def __init__(
+        self,
+        sinks: Sequence[Sink] = (),
+        policy: LeakPolicy | None = None,
+        *,
+        epoch_ns: int = 0,
+    ) -> None:
+        """`epoch_ns`: a time near the start (say, when the tracker is built); wsis store
+        their times relative to it, which keeps each live wsi smaller."""
         self.policy = policy or LeakPolicy()
+        self.epoch_ns = epoch_ns
         self._contexts: dict[tuple[str, str], Context] = {}
         self._serial = 0
         self._txn_serial = 0
@@ -68,7 +77,7 @@ class Tracker:
         key = (source, name)
         ctx = self._contexts.get(key)
         if ctx is None or ctx.destroyed:
-            ctx = self._contexts[key] = Context(source, name)
+            ctx = self._contexts[key] = Context(source, name, self.epoch_ns)
         return ctx
 
     @property
@@ -135,8 +144,9 @@ class Tracker:
         )
         wsi.transactions += 1
         wsi.txn = txn
-        if now > wsi.last_ns:
-            wsi.last_ns = now
+        rel = now - self.epoch_ns
+        if rel > wsi._last:
+            wsi._last = rel
         active = wsi.context.active_transactions
         active[wsi.role] = active.get(wsi.role, 0) + 1
         return txn
@@ -158,8 +168,9 @@ class Tracker:
 
     def touch(self, wsi: Wsi, now: int) -> None:
         """Activity that is not a transaction boundary (websocket frames, h2 pings)."""
-        if now > wsi.last_ns:
-            wsi.last_ns = now
+        rel = now - self.epoch_ns
+        if rel > wsi._last:
+            wsi._last = rel
 
     def upgrade(self, wsi: Wsi, role: Role, now: int, *, status: int = 101) -> None:
         """The wsi changes role (h1-server -> ws-server); its open transaction ends here.
@@ -204,7 +215,7 @@ class Tracker:
             self._end_transaction(wsi, wsi.txn, now, None, None, "aborted")
         reason = EndReason.SHUTDOWN if wsi.context.closing else EndReason.DESTROYED
         self._remove(wsi, now, reason)
-        if not wsi.span_ended:
+        if wsi.leak is None:  # a suspect's span already ended when it was flagged
             self._end_span(wsi, now)
         for cb in self._on_destroy:
             cb(wsi)
@@ -234,7 +245,7 @@ class Tracker:
         else:
             self.suspects.setdefault(wsi.context, {}).setdefault(wsi.role, set()).add(wsi)
             self._add_event(wsi, "leak_suspected", now, {"lws.leak.rule": rule.value})
-        wsi.span_end_ns = now
+            wsi.extra.suspected_ns = now  # its span ends now although it is still live
         for cb in self._on_flag:
             cb(wsi, rule.value, certain)
         self._end_span(wsi, now)
@@ -323,8 +334,9 @@ class Tracker:
         txn.route = route
         txn.error = error
         wsi.txn = None
-        if now > wsi.last_ns:
-            wsi.last_ns = now
+        rel = now - self.epoch_ns
+        if rel > wsi._last:
+            wsi._last = rel
         wsi.context.active_transactions[wsi.role] -= 1
         for cb in self._on_txn:
             cb(txn)
@@ -344,15 +356,14 @@ class Tracker:
                 wsis.discard(wsi)
 
     def _end_span(self, wsi: Wsi, now: int) -> None:
-        # For a suspect this is the moment it was flagged: it is still live, its span is over.
-        wsi.span_end_ns = now
         for cb in self._on_span_end:
             cb(wsi)
 
     def _add_event(self, wsi: Wsi, name: str, now: int, attrs: dict[str, Any] | None) -> None:
-        if wsi.events is None:
-            wsi.events = []
-        wsi.events.append((name, now, attrs))
+        extra = wsi.extra
+        if extra.events is None:
+            extra.events = []
+        extra.events.append((name, now, attrs))
 
     def _schedule(self, wsi: Wsi, deadline_ns: int) -> None:
         slot = deadline_ns // NS + 1

@@ -118,11 +118,29 @@ def test_wsi_properties() -> None:
     wsi = Wsi(42, ctx, Role.H1_SERVER, 5, ("127.0.0.1", 80), None, None, None)
     assert wsi.id == "aiohttp/42"
     assert repr(wsi) == "Wsi(aiohttp/42, h1-server)"
-    assert (wsi.live, wsi.span_ended) == (True, False)
-    wsi.span_end_ns = 9
-    assert (wsi.live, wsi.span_ended) == (True, True)
+    assert (wsi.live, wsi.span_ended, wsi.span_end_ns) == (True, False, None)
+    wsi.leak = "idle"  # a suspect: still live, its span ended when it was flagged
+    wsi.extra.suspected_ns = 9
+    assert (wsi.live, wsi.span_ended, wsi.span_end_ns) == (True, True, 9)
     wsi.end_ns = 10
-    assert (wsi.live, wsi.span_ended) == (False, True)
+    assert (wsi.live, wsi.span_ended, wsi.span_end_ns) == (False, True, 9)
+
+
+def test_wsi_times_are_stored_relative_to_the_context_epoch() -> None:
+    ctx = Context("aiohttp", "app", epoch_ns=1_700_000_000_000_000_000)
+    wsi = Wsi(1, ctx, Role.H1_SERVER, 1_700_000_000_000_000_500, None, None, None, None)
+    assert wsi._created == wsi._last == 500
+    assert wsi.created_ns == wsi.last_ns == 1_700_000_000_000_000_500
+    wsi.last_ns = 1_700_000_000_000_000_900
+    assert (wsi._last, wsi.last_ns) == (900, 1_700_000_000_000_000_900)
+
+
+def test_rare_fields_cost_nothing_until_used() -> None:
+    ctx = Context("a", "b")
+    plain = Wsi(1, ctx, Role.H1_SERVER, 0, None, None, None, None)
+    assert plain._extra is None and plain.parent is None and plain.attrs is None
+    child = Wsi(2, ctx, Role.H2_STREAM, 0, None, None, plain, {"lws.vhost": "v"})
+    assert child.parent is plain and child.attrs == {"lws.vhost": "v"}
 
 
 def test_records_have_slots() -> None:
