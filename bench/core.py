@@ -274,11 +274,20 @@ def child_render(sizes: list[int], runs: int) -> Result:
     from lwsobs.config import Config
     from lwsobs.core.roles import LeakRule, Role
     from lwsobs.observer import Observer
+    from lwsobs.sinks.exposition import render as fast_render
 
     quiet_leak_log()
     observer = Observer(Config(spans=False))
     tracker = observer.tracker
     roles = list(Role)
+
+    def served_text(_: object) -> bytes:
+        """What GET /metrics serves: lwsobs' own renderer (byte-identical to the baseline)."""
+        return fast_render(observer.collector, False).encode()
+
+    def served_openmetrics(_: object) -> bytes:
+        return fast_render(observer.collector, True).encode()
+
     ctxs = [tracker.context(source, "c1") for source in ("lws", "aiohttp", "bench")]
     statuses = (200, 204, 301, 404, 500, None)
     registry = observer.registry
@@ -312,7 +321,13 @@ def child_render(sizes: list[int], runs: int) -> Result:
                 tracker.flag(gone, now, LeakRule.IDENTITY_REUSED)  # certain: leaves the table
         built = size
         row: Result = {"n": size, "live": tracker.live_count()}
-        renders = (("text", text_latest), ("openmetrics", om_latest), ("collect", collect_only))
+        renders = (
+            ("text", served_text),
+            ("openmetrics", served_openmetrics),
+            ("pc_text", text_latest),
+            ("pc_openmetrics", om_latest),
+            ("collect", collect_only),
+        )
         for fmt, render in renders:
             for _ in range(3):
                 render(registry)
@@ -507,11 +522,14 @@ def render_rows(render: Result) -> list[Row]:
     by_n = {r["n"]: r for r in render["rows"]}
     small, big = min(by_n), max(by_n)
     for _, r in sorted(by_n.items()):
-        for fmt in ("text", "openmetrics", "collect"):
+        for fmt in ("text", "openmetrics", "pc_text", "pc_openmetrics", "collect"):
             m = r[fmt]
             if fmt == "collect":
-                label = f"  of which collector.collect(), {r['live']:,} live"
+                label = f"  baseline: collector.collect(), {r['live']:,} live"
                 note = f"min {m['min_ms']:.2f} ms, {m['lines']} families"
+            elif fmt.startswith("pc_"):
+                label = f"  baseline: prometheus_client {fmt[3:]}, {r['live']:,} live"
+                note = f"min {m['min_ms']:.2f} ms, same bytes as lwsobs' renderer"
             else:
                 label = f"{fmt} /metrics, {r['live']:,} live"
                 note = f"min {m['min_ms']:.2f} ms, {m['bytes']:,} B, {m['lines']} lines"

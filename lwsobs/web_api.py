@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from aiohttp import web
+from aiohttp import hdrs, web
 from prometheus_client.aiohttp import make_aiohttp_handler
+from prometheus_client.exposition import choose_encoder
 
 from lwsobs.clock import now_ns
 from lwsobs.observer import Observer
+from lwsobs.sinks.exposition import render
 
 
 def _limit(request: web.Request, default: int, maximum: int) -> int:
@@ -23,8 +25,25 @@ def _limit(request: web.Request, default: int, maximum: int) -> int:
 
 
 def add_metrics_route(app: web.Application, observer: Observer, path: str = "/metrics") -> None:
-    """Prometheus text or OpenMetrics (with exemplars), chosen by the Accept header."""
-    app.router.add_get(path, make_aiohttp_handler(observer.registry))
+    """Prometheus text or OpenMetrics (with exemplars), chosen by the Accept header.
+
+    The observer's own registry holds only the LwsobsCollector, which sinks.exposition renders
+    directly; a `name[]` filter goes through prometheus_client's handler.
+    """
+    generic = make_aiohttp_handler(observer.registry)
+
+    async def metrics(request: web.Request) -> web.StreamResponse:
+        if "name[]" in request.query:
+            return await generic(request)
+        accept = ",".join(request.headers.getall(hdrs.ACCEPT, []))
+        _, content_type = choose_encoder(accept)
+        openmetrics = content_type.startswith("application/openmetrics-text")
+        body = render(observer.collector, openmetrics).encode()
+        response = web.Response(body=body, headers={"Content-Type": content_type})
+        response.enable_compression()
+        return response
+
+    app.router.add_get(path, metrics)
 
 
 def add_api_routes(app: web.Application, observer: Observer, prefix: str = "/api") -> None:

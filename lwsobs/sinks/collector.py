@@ -151,7 +151,7 @@ class LwsobsCollector:
         self, name: str, doc: str, series: Mapping[tuple[str, Role], Histogram]
     ) -> Metric:
         family = HistogramMetricFamily(name, doc, labels=("source", "role"))
-        for (source, role), hist in sorted(series.items(), key=lambda kv: str(kv[0])):
+        for (source, role), hist in sorted(series.items(), key=_series_order):
             buckets: list[tuple[str, float] | tuple[str, float, Exemplar]] = []
             for (le, count), ex in zip(hist.cumulative(), hist.exemplars, strict=True):
                 exemplar = self._exemplar(ex)
@@ -176,6 +176,10 @@ class LwsobsCollector:
                 self.ids.wsi_trace_id(obj), self.ids.wsi_span_id(obj), value, span_end
             )
         return None
+
+
+def _series_order(item: tuple[tuple[str, Role], Histogram]) -> tuple[str, str]:
+    return (item[0][0], item[0][1].value)
 
 
 def _make_exemplar(trace_id: int, span_id: int, value: float, ts_ns: int | None) -> Exemplar:
