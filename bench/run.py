@@ -41,14 +41,8 @@ ROOT = BENCH.parent
 RESULTS = BENCH / "results"
 PYTHON = sys.executable
 
-CONFIGS = (
-    "plain",
-    "lwsobs-metrics",
-    "lwsobs-spans",
-    "otel-contrib",
-    "otel-middleware",
-    "prom-middleware",
-)
+from server import CONFIGS  # noqa: E402 - bench/ is on sys.path when run as a script
+
 TOOLS = ("wrk", "h2load")
 SPAN_CONFIGS = frozenset({"lwsobs-spans", "otel-contrib", "otel-middleware"})
 # What the issue asks of lwsobs, and the peers' reference points measured on this machine kind.

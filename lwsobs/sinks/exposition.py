@@ -20,7 +20,8 @@ from lwsobs.core.roles import Role
 from lwsobs.sinks.collector import COUNTERS, HISTOGRAMS, LwsobsCollector, _series_order
 from lwsobs.sinks.histogram import Histogram
 
-def floatToGoString(value: float) -> str:  # noqa: N802 - prometheus_client's name
+
+def go_float(value: float) -> str:
     """prometheus_client's number formatting (Go's float format), typed."""
     return str(_untyped_go_string(value))  # type: ignore[no-untyped-call]
 
@@ -45,7 +46,7 @@ def _labels(pairs: tuple[tuple[str, str], ...]) -> str:
 def _number(value: float) -> str:
     if type(value) is int and 0 <= value < 1_000_000:
         return f"{value}.0"  # what floatToGoString gives for these, without the detour
-    return floatToGoString(value)
+    return go_float(value)
 
 
 def _help(name: str, doc: str) -> str:
@@ -102,13 +103,13 @@ def _histogram(
                 ex_labels = ",".join(
                     f'{k}="{_escape(v)}"' for k, v in sorted(exemplar.labels.items())
                 )
-                line += f" # {{{ex_labels}}} {floatToGoString(exemplar.value)}"
+                line += f" # {{{ex_labels}}} {go_float(exemplar.value)}"
                 if exemplar.timestamp is not None:
                     line += f" {exemplar.timestamp}"
         out.append(line + "\n")
     labels = _labels(base)
     out.append(f"{name}_count{{{labels}}} {_number(acc)}\n")
-    out.append(f"{name}_sum{{{labels}}} {floatToGoString(hist.sum)}\n")
+    out.append(f"{name}_sum{{{labels}}} {go_float(hist.sum)}\n")
 
 
 def _generic(out: list[str], family: Metric, openmetrics: bool) -> None:
@@ -120,7 +121,7 @@ def _generic(out: list[str], family: Metric, openmetrics: bool) -> None:
     for sample in family.samples:
         labels = _labels(tuple(sample.labels.items())) if sample.labels else ""
         body = f"{{{labels}}}" if labels else ""
-        out.append(f"{sample.name}{body} {floatToGoString(sample.value)}\n")
+        out.append(f"{sample.name}{body} {go_float(sample.value)}\n")
 
 
 def render_families(families: Iterable[Metric], openmetrics: bool) -> str:
