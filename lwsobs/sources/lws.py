@@ -1,0 +1,466 @@
+"""The libwebsockets decoder: lws callback events (wire-v1) become Tracker calls.
+
+lws reports every wsi through the same callbacks, with traps that look like leaks but are not
+(see shared/reference/lws-lifecycle.md). The rules this decoder applies, per source and context,
+with identity = (context pointer, wsi pointer, generation):
+
+- fake-wsi reasons (PROTOCOL_INIT/DESTROY, EVENT_WAIT_CANCELLED, ...) are never tracked;
+- a listen wsi is known from FILTER_NETWORK_CONNECTION (17) and ends with a bare WSI_DESTROY;
+- an accepted server wsi is the WSI_CREATE (29) that follows its 17 synchronously: it is
+  opened at once as h1-server with the peer the 17 carried;
+- any other WSI_CREATE waits until a later callback says what it is: a transaction with a
+  network wsi (h2 stream, whose network wsi becomes h2-server), RAW_ADOPT (raw). One that never
+  says (the adopt-bail asymmetry frees it without WSI_DESTROY) never enters the table;
+- a client is first seen at CLIENT_HTTP_BIND_PROTOCOL (85) / CONNECTING (105) but only enters the
+  table once the connect call survived (19, 105, 29 or CLIENT_CONNECTION_ERROR): a lone 85
+  whose pointer is reused is lws 4.1's synchronous DNS failure, not a leak; WSI_DESTROY without
+  WSI_CREATE is normal for clients; a second WSI_CREATE on a client pointer after a redirect is
+  the same logical wsi reconnecting;
+- a WSI_CREATE on a live server pointer means the old wsi never got its WSI_DESTROY: it is a
+  certain leak (identity_reused) and a new wsi starts;
+- transactions run from FILTER_HTTP_CONNECTION (18) (HTTP_CONFIRM_UPGRADE (86) for upgrades) to
+  DROP with "lws_http_transaction_completed", HTTP_FILE_COMPLETION, CLOSED_HTTP or WSI_DESTROY;
+  the closing DROP is never relied on; client transactions from the handshake to
+  COMPLETED_CLIENT_HTTP;
+- ESTABLISHED (0) makes a server wsi ws-server, CLIENT_ESTABLISHED (3) a client ws-client;
+- CONTEXT_DESTROYED, BYE or a restart (HELLO again under the same source) end every context
+  left: live wsis are certain leaks (context_destroyed); a silent source makes them suspects.
+Everything uses the producer's own timestamps (`t`).
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from lwsobs.core.model import Context, Wsi
+from lwsobs.core.roles import LeakRule, Role
+from lwsobs.core.tracker import Tracker
+from lwsobs.ingest.wire import Event, PseudoEvent
+from lwsobs.sources.lws_reasons import LwsReason as R
+from lwsobs.sources.lws_reasons import is_fake_wsi
+
+_TXN_COMPLETED = "lws_http_transaction_completed"
+_CLIENT_RESET = "client_reset"
+# Callbacks that only show activity: they keep a wsi from looking idle.
+_ACTIVITY = frozenset(
+    {
+        R.RECEIVE,
+        R.RECEIVE_PONG,
+        R.CLIENT_RECEIVE,
+        R.CLIENT_RECEIVE_PONG,
+        R.CLIENT_WRITEABLE,
+        R.SERVER_WRITEABLE,
+        R.HTTP_BODY,
+        R.HTTP_WRITEABLE,
+        R.RECEIVE_CLIENT_HTTP,
+        R.RECEIVE_CLIENT_HTTP_READ,
+        R.CLIENT_HTTP_WRITEABLE,
+        R.RAW_RX,
+        R.RAW_WRITEABLE,
+    }
+)
+_LABEL_SAFE = re.compile(r"[^A-Za-z0-9._-]")
+
+
+def source_label(src: str) -> str:
+    """A bounded label for a producer: its program name (`myapp@host:4242` -> `myapp`).
+
+    The full `src` names one process instance; the program name survives restarts.
+    """
+    name = src.partition("@")[0] or src
+    return _LABEL_SAFE.sub("_", name)[:32] or "lws"
+
+
+@dataclass
+class _WsiState:
+    """What the decoder knows about one pointer of one context."""
+
+    created_t: int  # first sighting: WSI_CREATE, or the first client callback
+    wsi: Wsi | None = None  # None until classified (then it is in the Tracker's table)
+    client: bool = False
+    created: bool = False  # WSI_CREATE seen (clients get it only once connected)
+    redirecting: bool = False
+    status: int | None = None  # client: from ESTABLISHED_CLIENT_HTTP
+
+
+@dataclass
+class _ContextState:
+    ctx: Context
+    wsis: dict[str, _WsiState] = field(default_factory=dict)
+    # the accept announced by the last FILTER_NETWORK_CONNECTION, consumed by the next WSI_CREATE
+    accept_peer: str | None = None
+    accept_pending: bool = False
+
+
+@dataclass
+class _SourceState:
+    label: str
+    contexts: dict[str, _ContextState] = field(default_factory=dict)
+    uncertain: bool = False  # lines were lost: leak findings are marked uncertain
+
+
+class LwsDecoder:
+    """Implements ingest.pipeline.EventConsumer; one decoder serves every lws source."""
+
+    def __init__(self, tracker: Tracker) -> None:
+        self.tracker = tracker
+        self._sources: dict[str, _SourceState] = {}
+        self.stats: Counter[str] = Counter()
+
+    # -- EventConsumer -----------------------------------------------------------------------
+
+    def feed(self, event: Event) -> None:
+        r = event.r
+        if r < 0:
+            self._pseudo(event)
+            return
+        if event.fake or is_fake_wsi(r) or event.wsi is None:
+            self.stats["untracked"] += 1
+            return
+        state = self._context(event)
+        if r != R.FILTER_NETWORK_CONNECTION and r != R.WSI_CREATE:
+            state.accept_pending = False  # lws adopts synchronously: 17 is followed by its 29
+        handler = _HANDLERS.get(r)
+        if handler is not None:
+            handler(self, state, event)
+        elif r in _ACTIVITY:
+            known = state.wsis.get(event.wsi)
+            if known is not None and known.wsi is not None:
+                self.tracker.touch(known.wsi, event.t)
+
+    def lines_lost(self, src: str, count: int) -> None:
+        source = self._sources.get(src)
+        if source is not None:
+            source.uncertain = True
+        self.stats["lines_lost"] += count
+
+    def source_silent(self, src: str, now_ns: int) -> None:
+        """The producer went quiet: its live wsis become suspects (it may only be stuck)."""
+        source = self._sources.get(src)
+        if source is None:
+            return
+        for state in source.contexts.values():
+            for known in state.wsis.values():
+                if known.wsi is not None and known.wsi.live:
+                    self._flag(source, known.wsi, now_ns, LeakRule.SOURCE_LOST)
+
+    # -- sources and contexts ----------------------------------------------------------------
+
+    def _source(self, src: str) -> _SourceState:
+        source = self._sources.get(src)
+        if source is None:
+            source = self._sources[src] = _SourceState(source_label(src))
+        return source
+
+    def _context(self, event: Event) -> _ContextState:
+        source = self._source(event.src)
+        key = event.ctx or "0"
+        state = source.contexts.get(key)
+        if state is None:
+            ctx = self.tracker.context(source.label, f"{event.src}/{key}")
+            state = source.contexts[key] = _ContextState(ctx)
+        return state
+
+    def _end_contexts(self, src: str, now: int) -> None:
+        """Every context of `src` is gone: what is still live never got its WSI_DESTROY."""
+        source = self._sources.get(src)
+        if source is None:
+            return
+        for key in list(source.contexts):
+            self._end_context(source, key, now)
+
+    def _end_context(self, source: _SourceState, key: str, now: int) -> None:
+        state = source.contexts.pop(key, None)
+        if state is None:
+            return
+        if source.uncertain:
+            for known in state.wsis.values():
+                if known.wsi is not None and known.wsi.live:
+                    self._mark_uncertain(known.wsi)
+        self.tracker.context_destroyed(state.ctx, now, graceful=False)
+        self.stats["unclassified_at_teardown"] += sum(
+            1 for known in state.wsis.values() if known.wsi is None and known.created
+        )
+
+    def _pseudo(self, event: Event) -> None:
+        r = event.r
+        if r == PseudoEvent.HELLO:
+            if event.src in self._sources:  # a restart under the same name: the old process died
+                self._end_contexts(event.src, event.t)
+                self._sources.pop(event.src, None)
+            self._source(event.src)
+        elif r == PseudoEvent.CONTEXT_DESTROY_BEGIN:
+            self.tracker.context_closing(self._context(event).ctx)
+        elif r == PseudoEvent.CONTEXT_DESTROYED:
+            source = self._source(event.src)
+            self._end_context(source, event.ctx or "0", event.t)
+        elif r == PseudoEvent.BYE:
+            self._end_contexts(event.src, event.t)
+            self._sources.pop(event.src, None)
+
+    # -- wsi bookkeeping ---------------------------------------------------------------------
+
+    def _open(
+        self,
+        state: _ContextState,
+        known: _WsiState,
+        role: Role,
+        event: Event,
+        *,
+        peer: str | None = None,
+        parent: Wsi | None = None,
+    ) -> Wsi:
+        attrs: dict[str, object] = {}
+        if event.vh:
+            attrs["lws.vhost"] = event.vh
+        if event.pcol:
+            attrs["lws.protocol"] = event.pcol
+        if event.ssl is not None:
+            attrs["lws.ssl"] = event.ssl
+        if event.tag:
+            attrs["lws.tag"] = event.tag
+        wsi = self.tracker.open(
+            state.ctx, role, known.created_t, peer=peer, parent=parent, attrs=attrs or None
+        )
+        known.wsi = wsi
+        return wsi
+
+    def _flag(self, source: _SourceState, wsi: Wsi, now: int, rule: LeakRule) -> None:
+        if source.uncertain:
+            self._mark_uncertain(wsi)
+        self.tracker.flag(wsi, now, rule)
+
+    @staticmethod
+    def _mark_uncertain(wsi: Wsi) -> None:
+        extra = wsi.extra
+        if extra.attrs is None:
+            extra.attrs = {}
+        extra.attrs["lws.leak.uncertain"] = True
+
+    def _live(self, state: _ContextState, event: Event) -> Wsi | None:
+        known = state.wsis.get(event.wsi or "")
+        return None if known is None else known.wsi
+
+    # -- handlers, one per callback reason ---------------------------------------------------
+
+    def _filter_network(self, state: _ContextState, event: Event) -> None:
+        """17: the listen wsi announces an accepted fd; the next WSI_CREATE is that connection."""
+        listen = state.wsis.get(event.wsi or "")
+        if listen is None:
+            listen = state.wsis[event.wsi or ""] = _WsiState(event.t, created=True)
+            self._open(state, listen, Role.LISTEN, event)
+        state.accept_peer = event.peer
+        state.accept_pending = True
+
+    def _wsi_create(self, state: _ContextState, event: Event) -> None:
+        ptr = event.wsi or ""
+        known = state.wsis.get(ptr)
+        accept = state.accept_pending
+        state.accept_pending = False
+        if known is not None and known.client and (known.wsi is None or known.wsi.live):
+            if known.created and not known.redirecting:
+                self.stats["client_recreated"] += 1
+            known.created = True  # connected (or reconnected after a redirect): same wsi
+            known.redirecting = False
+            if known.wsi is None:
+                self._open(state, known, Role.H1_CLIENT, event)
+            return
+        source = self._sources[event.src]
+        if known is not None and known.wsi is not None and known.wsi.live:
+            self._flag(source, known.wsi, event.t, LeakRule.IDENTITY_REUSED)
+        known = state.wsis[ptr] = _WsiState(event.t, created=True)
+        if accept:
+            self._open(state, known, Role.H1_SERVER, event, peer=state.accept_peer)
+
+    def _client_first(self, state: _ContextState, event: Event) -> None:
+        """85 / 105: a client connection attempt; 105 means the connect call survived."""
+        ptr = event.wsi or ""
+        known = state.wsis.get(ptr)
+        if known is not None:
+            if known.client and known.redirecting:
+                return  # rebinding after a redirect: the same logical wsi
+            wsi = known.wsi
+            if wsi is None:
+                if known.client and event.r == R.CLIENT_HTTP_BIND_PROTOCOL:
+                    # a lone 85 whose pointer came back: lws 4.1's synchronous DNS failure
+                    self.stats["client_connect_failed_silently"] += 1
+                    known = None
+            elif not wsi.live:
+                known = None
+            elif event.r == R.CLIENT_HTTP_BIND_PROTOCOL:
+                self._flag(self._sources[event.src], wsi, event.t, LeakRule.IDENTITY_REUSED)
+                known = None
+        if known is None:
+            known = state.wsis[ptr] = _WsiState(event.t, client=True)
+        if event.r == R.CONNECTING and known.wsi is None:
+            self._open(state, known, Role.H1_CLIENT, event, peer=event.peer)
+
+    def _new_client_instantiated(self, state: _ContextState, event: Event) -> None:
+        """19: a server wsi adopted (peer confirmation) or a client that survived connect."""
+        known = state.wsis.get(event.wsi or "")
+        if known is None:
+            known = state.wsis[event.wsi or ""] = _WsiState(event.t, client=True)
+        if known.wsi is None and known.client:
+            self._open(state, known, Role.H1_CLIENT, event, peer=event.peer)
+
+    def _connection_error(self, state: _ContextState, event: Event) -> None:
+        known = state.wsis.get(event.wsi or "")
+        if known is None:
+            known = state.wsis[event.wsi or ""] = _WsiState(event.t, client=True)
+        wsi = known.wsi or self._open(state, known, Role.H1_CLIENT, event)
+        self.tracker.touch(wsi, event.t)
+        self.stats["client_connection_errors"] += 1
+
+    def _transaction_start(self, state: _ContextState, event: Event) -> None:
+        """18 (and 86 for an upgrade request): a server transaction begins."""
+        known = state.wsis.get(event.wsi or "")
+        if known is None:
+            known = state.wsis[event.wsi or ""] = _WsiState(event.t)
+        if known.wsi is None:
+            parent = None
+            if event.nwsi and event.nwsi != event.wsi:
+                network = state.wsis.get(event.nwsi)
+                parent = network.wsi if network is not None else None
+                if parent is not None and parent.role is Role.H1_SERVER:
+                    self.tracker.upgrade(parent, Role.H2_SERVER, event.t)
+                self._open(state, known, Role.H2_STREAM, event, parent=parent)
+            else:
+                self._open(state, known, Role.H1_SERVER, event)
+        wsi = known.wsi
+        assert wsi is not None
+        path = None if event.r == R.HTTP_CONFIRM_UPGRADE else event.uri
+        self.tracker.bind(wsi, event.t, None, event.method, path)
+
+    def _drop(self, state: _ContextState, event: Event) -> None:
+        """50: only the keep-alive turnaround ends a transaction; the closing DROP may not come."""
+        wsi = self._live(state, event)
+        if wsi is not None and event.why == _TXN_COMPLETED:
+            self.tracker.drop(wsi, event.t, event.status)
+
+    def _transaction_end(self, state: _ContextState, event: Event) -> None:
+        """15 HTTP_FILE_COMPLETION, 5 CLOSED_HTTP: the transaction (if any) is over."""
+        wsi = self._live(state, event)
+        if wsi is not None:
+            self.tracker.drop(wsi, event.t, event.status)
+
+    def _upgrade_confirm(self, state: _ContextState, event: Event) -> None:
+        """86: an upgrade request (websocket or h2c) is a transaction of its own."""
+        self._transaction_start(state, event)
+        known = state.wsis[event.wsi or ""]
+        if event.upg == "h2c" and known.wsi is not None:
+            self.tracker.upgrade(known.wsi, Role.H2_SERVER, event.t)
+
+    def _established(self, state: _ContextState, event: Event) -> None:
+        """0: the websocket handshake completed on a server wsi."""
+        wsi = self._live(state, event)
+        if wsi is not None:
+            self.tracker.upgrade(wsi, Role.WS_SERVER, event.t)
+
+    def _client_established(self, state: _ContextState, event: Event) -> None:
+        """3: a websocket client connection is up."""
+        wsi = self._live(state, event)
+        if wsi is not None:
+            self.tracker.upgrade(wsi, Role.WS_CLIENT, event.t, status=101)
+
+    def _client_handshake(self, state: _ContextState, event: Event) -> None:
+        """24: the client writes its request: its transaction starts (once per attempt).
+
+        On an h2 client the request rides a new stream wsi (its network wsi differs): the
+        stream is opened as a child of the network wsi, which becomes h2-client.
+        """
+        known = state.wsis.get(event.wsi or "")
+        if known is None:
+            known = state.wsis[event.wsi or ""] = _WsiState(event.t)
+        if not known.client and known.wsi is None and event.nwsi and event.nwsi != event.wsi:
+            network = state.wsis.get(event.nwsi)
+            parent = network.wsi if network is not None else None
+            if parent is not None and parent.role is Role.H1_CLIENT:
+                self.tracker.upgrade(parent, Role.H2_CLIENT, event.t)
+            known.client = True
+            self._open(state, known, Role.H2_STREAM, event, parent=parent)
+        if not known.client:
+            return
+        wsi = known.wsi or self._open(state, known, Role.H1_CLIENT, event)
+        if wsi.txn is None:
+            self.tracker.bind(wsi, event.t, None, event.method, event.uri)
+
+    def _client_status(self, state: _ContextState, event: Event) -> None:
+        """44: the response status of a client transaction."""
+        known = state.wsis.get(event.wsi or "")
+        if known is not None:
+            known.status = event.status
+
+    def _client_done(self, state: _ContextState, event: Event) -> None:
+        """47 / 45 / 75: a client transaction ends (completed or closed)."""
+        known = state.wsis.get(event.wsi or "")
+        if known is not None and known.wsi is not None:
+            self.tracker.drop(known.wsi, event.t, known.status)
+
+    def _client_drop(self, state: _ContextState, event: Event) -> None:
+        """76: only "client_reset" (a redirect) matters: the wsi will reconnect."""
+        known = state.wsis.get(event.wsi or "")
+        if known is not None and event.why == _CLIENT_RESET:
+            known.redirecting = True
+            if known.wsi is not None:
+                self.tracker.drop(known.wsi, event.t, known.status)
+
+    def _redirect(self, state: _ContextState, event: Event) -> None:
+        known = state.wsis.get(event.wsi or "")
+        if known is not None:
+            known.redirecting = True
+
+    def _raw(self, state: _ContextState, event: Event) -> None:
+        """62 / 63 / 101: an adopted or connected raw socket or file."""
+        known = state.wsis.get(event.wsi or "")
+        if known is None:
+            known = state.wsis[event.wsi or ""] = _WsiState(event.t)
+        if known.wsi is None:
+            self._open(state, known, Role.RAW, event)
+
+    def _wsi_destroy(self, state: _ContextState, event: Event) -> None:
+        """30: the wsi is freed; unknown pointers (never seen) are counted and ignored."""
+        known = state.wsis.pop(event.wsi or "", None)
+        if known is None:
+            self.stats["destroy_unknown"] += 1
+            return
+        if known.wsi is None:
+            if not known.created and known.client:
+                # a client that failed before connecting: show it, it did exist
+                self._open(state, known, Role.H1_CLIENT, event)
+            else:
+                self._open(state, known, Role.INTERNAL, event)
+        assert known.wsi is not None
+        self.tracker.destroy(known.wsi, event.t)
+
+
+Handler = Callable[[LwsDecoder, _ContextState, Event], None]
+
+_HANDLERS: dict[int, Handler] = {
+    R.FILTER_NETWORK_CONNECTION: LwsDecoder._filter_network,
+    R.WSI_CREATE: LwsDecoder._wsi_create,
+    R.CLIENT_HTTP_BIND_PROTOCOL: LwsDecoder._client_first,
+    R.CONNECTING: LwsDecoder._client_first,
+    R.SERVER_NEW_CLIENT_INSTANTIATED: LwsDecoder._new_client_instantiated,
+    R.CLIENT_CONNECTION_ERROR: LwsDecoder._connection_error,
+    R.FILTER_HTTP_CONNECTION: LwsDecoder._transaction_start,
+    R.HTTP_DROP_PROTOCOL: LwsDecoder._drop,
+    R.HTTP_FILE_COMPLETION: LwsDecoder._transaction_end,
+    R.CLOSED_HTTP: LwsDecoder._transaction_end,
+    R.HTTP_CONFIRM_UPGRADE: LwsDecoder._upgrade_confirm,
+    R.ESTABLISHED: LwsDecoder._established,
+    R.CLIENT_ESTABLISHED: LwsDecoder._client_established,
+    R.CLIENT_APPEND_HANDSHAKE_HEADER: LwsDecoder._client_handshake,
+    R.ESTABLISHED_CLIENT_HTTP: LwsDecoder._client_status,
+    R.COMPLETED_CLIENT_HTTP: LwsDecoder._client_done,
+    R.CLOSED_CLIENT_HTTP: LwsDecoder._client_done,
+    R.CLIENT_CLOSED: LwsDecoder._client_done,
+    R.CLIENT_HTTP_DROP_PROTOCOL: LwsDecoder._client_drop,
+    R.CLIENT_HTTP_REDIRECT: LwsDecoder._redirect,
+    R.RAW_ADOPT: LwsDecoder._raw,
+    R.RAW_ADOPT_FILE: LwsDecoder._raw,
+    R.RAW_CONNECTED: LwsDecoder._raw,
+    R.WSI_DESTROY: LwsDecoder._wsi_destroy,
+}

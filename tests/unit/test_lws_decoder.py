@@ -1,0 +1,320 @@
+"""The lws decoder against the callback orders measured on libwebsockets 4.1.6.
+
+Each scenario is the event sequence from shared/reference/lws-lifecycle.md section 2, fed as
+wire-v1 events; the assertions are on the Tracker's table, transactions and leak flags.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lwsobs.core.model import Transaction, Wsi
+from lwsobs.core.roles import Role
+from lwsobs.core.sink import BaseSink
+from lwsobs.core.tracker import Tracker
+from lwsobs.ingest.wire import Event
+from lwsobs.sources.lws import LwsDecoder, source_label
+
+T0 = 1_800_000_000_000_000_000
+SRC = "testapp@host:4242"
+
+
+class Recorder(BaseSink):
+    def __init__(self) -> None:
+        self.txns: list[Transaction] = []
+        self.flags: list[tuple[Wsi, str, bool]] = []
+        self.destroyed: list[Wsi] = []
+        self.opened: list[Wsi] = []
+
+    def wsi_opened(self, wsi: Wsi) -> None:
+        self.opened.append(wsi)
+
+    def transaction_ended(self, txn: Transaction) -> None:
+        self.txns.append(txn)
+
+    def wsi_flagged(self, wsi: Wsi, rule: str, certain: bool) -> None:
+        self.flags.append((wsi, rule, certain))
+
+    def wsi_destroyed(self, wsi: Wsi) -> None:
+        self.destroyed.append(wsi)
+
+
+class Script:
+    """Feeds events with increasing seq and time, as one producer would."""
+
+    def __init__(self, src: str = SRC) -> None:
+        self.rec = Recorder()
+        self.tracker = Tracker([self.rec])
+        self.decoder = LwsDecoder(self.tracker)
+        self.src = src
+        self.seq = 0
+
+    def __call__(self, r: int, wsi: str | None = None, **fields: Any) -> None:
+        self.seq += 1
+        fields.setdefault("ctx", "c1")
+        self.decoder.feed(
+            Event(v=1, src=self.src, seq=self.seq, t=T0 + self.seq * 1000, r=r, wsi=wsi, **fields)
+        )
+
+    def live(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for wsi in self.tracker.live_wsis():
+            out[wsi.role.value] = out.get(wsi.role.value, 0) + 1
+        return out
+
+
+def accept(s: Script, wsi: str, fd: int = 7, peer: str = "127.0.0.1:50000") -> None:
+    s(17, "listen1", afd=fd, peer=peer, vh="default")
+    s(29, wsi, fd=-1)
+    s(19, wsi, fd=fd)
+
+
+def test_keep_alive_server_connection_has_one_transaction_per_request() -> None:
+    s = Script()
+    accept(s, "a1")
+    for i, uri in enumerate(["/one", "/two", "/three"]):
+        s(18, "a1", uri=uri)
+        if i:
+            s(50, "a1", why="no mount hit")
+        s(49, "a1")
+        s(12, "a1", uri=uri)
+        s(50, "a1", why="lws_http_transaction_completed")
+        s(49, "a1")
+    assert s.live() == {"listen": 1, "h1-server": 1}
+    s(50, "a1", why="__lws_close_free_wsi")
+    s(5, "a1")
+    s(30, "a1")
+    assert s.live() == {"listen": 1}
+    assert [t.path for t in s.rec.txns] == ["/one", "/two", "/three"]
+    (conn,) = [w for w in s.rec.destroyed if w.role is Role.H1_SERVER]
+    assert conn.transactions == 3 and conn.peer == "127.0.0.1:50000"
+    assert conn.attrs is None or conn.attrs.get("lws.vhost") in (None, "default")
+    assert not s.rec.flags
+
+
+def test_connection_close_ends_the_transaction_at_closed_http() -> None:
+    s = Script()
+    accept(s, "a1")
+    s(18, "a1", uri="/x")
+    s(49, "a1")
+    s(12, "a1", uri="/x")
+    s(50, "a1", why="__lws_close_free_wsi")
+    s(5, "a1")
+    s(30, "a1")
+    (txn,) = s.rec.txns
+    assert txn.path == "/x" and txn.error is None
+
+
+def test_websocket_upgrade_moves_the_wsi_to_ws_server() -> None:
+    s = Script()
+    accept(s, "w1")
+    s(86, "w1", upg="websocket")
+    s(49, "w1")
+    s(20, "w1", sub="echo")
+    s(0, "w1")
+    assert s.live() == {"listen": 1, "ws-server": 1}
+    (upgrade,) = s.rec.txns
+    assert upgrade.status == 101
+    s(6, "w1")
+    s(78, "w1", why="__lws_close_free_wsi")
+    s(4, "w1")
+    s(30, "w1")
+    assert s.live() == {"listen": 1}
+    assert not s.rec.flags
+
+
+def test_rejected_subprotocol_is_not_a_leak() -> None:
+    s = Script()
+    accept(s, "w1")
+    s(86, "w1", upg="websocket")
+    s(30, "w1")
+    assert s.live() == {"listen": 1}
+    (txn,) = s.rec.txns
+    assert txn.error == "aborted"
+    assert not s.rec.flags
+
+
+def test_client_get_is_an_h1_client_with_its_status() -> None:
+    s = Script()
+    s(85, "k1", pcol="cli")
+    s(19, "k1")
+    s(29, "k1")
+    s(24, "k1", uri="/remote")
+    s(2, "k1")
+    s(44, "k1", status=200)
+    s(46, "k1")
+    s(47, "k1")
+    s(76, "k1", why="__lws_close_free_wsi")
+    s(45, "k1")
+    s(30, "k1")
+    (client,) = s.rec.destroyed
+    assert client.role is Role.H1_CLIENT
+    (txn,) = s.rec.txns
+    assert txn.status == 200
+    assert not s.rec.flags and s.live() == {}
+
+
+def test_refused_client_connection_destroy_without_create() -> None:
+    s = Script()
+    s(85, "k1")
+    s(19, "k1")
+    s(1, "k1", err="connection refused")
+    s(76, "k1", why="__lws_close_free_wsi")
+    s(30, "k1")
+    assert s.live() == {} and not s.rec.flags
+    assert [w.role for w in s.rec.destroyed] == [Role.H1_CLIENT]
+
+
+def test_lws41_dns_failure_lone_85_and_pointer_reuse_is_not_a_leak() -> None:
+    s = Script()
+    s(85, "k1")  # getaddrinfo failed inside the connect call: nothing more for this wsi
+    s(85, "k1")  # the next connect reuses the pointer
+    s(19, "k1")
+    s(29, "k1")
+    s(30, "k1")
+    s(-4)  # context destroyed
+    assert not s.rec.flags
+    assert s.decoder.stats["client_connect_failed_silently"] == 1
+    assert len(s.rec.opened) == 1
+
+
+def test_redirect_second_create_on_the_same_pointer_is_the_same_wsi() -> None:
+    s = Script()
+    s(85, "k1")
+    s(19, "k1")
+    s(29, "k1")
+    s(104, "k1")
+    s(76, "k1", why="client_reset")
+    s(85, "k1")
+    s(29, "k1")
+    s(44, "k1", status=200)
+    s(47, "k1")
+    s(30, "k1")
+    assert len(s.rec.opened) == 1 and not s.rec.flags
+
+
+def test_h2_server_streams_are_children_of_their_network_wsi() -> None:
+    s = Script()
+    accept(s, "n1")
+    for stream in ("s1", "s2"):
+        s(29, stream, fd=-1)
+    s(18, "s1", nwsi="n1", uri="/a")
+    s(18, "s2", nwsi="n1", uri="/b")
+    assert s.live() == {"listen": 1, "h2-server": 1, "h2-stream": 2}
+    for stream in ("s1", "s2"):
+        s(50, stream, why="lws_http_transaction_completed")
+        s(5, stream)
+        s(30, stream)
+    s(5, "n1")
+    s(30, "n1")
+    streams = [w for w in s.rec.destroyed if w.role is Role.H2_STREAM]
+    network = next(w for w in s.rec.destroyed if w.role is Role.H2_SERVER)
+    assert [w.parent for w in streams] == [network, network]
+    assert [t.path for t in s.rec.txns] == ["/a", "/b"]
+    assert not s.rec.flags
+
+
+def test_h2_client_stream_and_bare_destroy_of_its_network_wsi() -> None:
+    s = Script()
+    s(85, "n1")
+    s(19, "n1")
+    s(29, "n1")
+    s(29, "st1")
+    s(24, "st1", nwsi="n1", uri="/h2")
+    s(44, "st1", status=204)
+    s(47, "st1")
+    s(45, "st1")
+    s(30, "st1")
+    s(30, "n1")  # the network wsi idles out with a bare WSI_DESTROY
+    roles = sorted(w.role.value for w in s.rec.destroyed)
+    assert roles == ["h2-client", "h2-stream"]
+    assert [t.status for t in s.rec.txns] == [204]
+    assert not s.rec.flags
+
+
+def test_fake_wsi_reasons_are_never_tracked() -> None:
+    s = Script()
+    s(27, "fake1", fake=True)
+    s(71, "fake1", fake=True)
+    s(28, "fake1")
+    assert s.live() == {} and s.rec.opened == []
+
+
+def test_listen_wsi_ends_with_a_bare_destroy_at_teardown() -> None:
+    s = Script()
+    accept(s, "a1")
+    s(5, "a1")
+    s(30, "a1")
+    s(-3)
+    s(30, "listen1")
+    s(-4)
+    assert s.live() == {} and not s.rec.flags
+
+
+def test_context_destroyed_with_live_wsis_flags_certain_leaks() -> None:
+    s = Script()
+    accept(s, "a1")
+    s(-3)
+    s(30, "listen1")
+    s(-4)
+    assert [(w.role, rule, certain) for w, rule, certain in s.rec.flags] == [
+        (Role.H1_SERVER, "context_destroyed", True)
+    ]
+    assert s.live() == {}
+
+
+def test_create_on_a_live_server_pointer_flags_the_old_wsi() -> None:
+    s = Script()
+    accept(s, "a1", fd=7)
+    accept(s, "a1", fd=8)  # lws reused the pointer: the first never got WSI_DESTROY
+    assert [(rule, certain) for _, rule, certain in s.rec.flags] == [("identity_reused", True)]
+    assert s.live() == {"listen": 1, "h1-server": 1}
+
+
+def test_adopt_bail_asymmetry_is_not_a_leak() -> None:
+    s = Script()
+    s(29, "x1")  # created, then freed by lws without WSI_DESTROY (adoption failed)
+    s(-4)
+    assert not s.rec.flags and s.rec.opened == []
+
+
+def test_silent_source_makes_suspects_and_lost_lines_make_them_uncertain() -> None:
+    s = Script()
+    accept(s, "a1")
+    s.decoder.lines_lost(SRC, 3)
+    s.decoder.source_silent(SRC, T0 + 10**12)
+    flagged = {(w.role, rule, certain) for w, rule, certain in s.rec.flags}
+    assert flagged == {
+        (Role.H1_SERVER, "source_lost", False),
+        (Role.LISTEN, "source_lost", False),
+    }
+    assert all(w.attrs and w.attrs["lws.leak.uncertain"] for w, _, _ in s.rec.flags)
+
+
+def test_restart_under_the_same_source_name_ends_the_old_contexts() -> None:
+    s = Script()
+    s(-1, lws="4.1.6", pid=1)
+    accept(s, "a1")
+    s.seq = 0
+    s(-1, lws="4.1.6", pid=2)  # the process was killed and came back under the same name
+    accept(s, "a1")
+    assert [(w.role, rule) for w, rule, _ in s.rec.flags] == [
+        (Role.LISTEN, "context_destroyed"),
+        (Role.H1_SERVER, "context_destroyed"),
+    ]
+    assert s.live() == {"listen": 1, "h1-server": 1}
+
+
+def test_bye_ends_every_context() -> None:
+    s = Script()
+    accept(s, "a1")
+    s(17, "l2", afd=3, ctx="c2")
+    s(-5)
+    assert s.live() == {}
+    assert len(s.rec.flags) == 3
+
+
+def test_source_label_is_the_program_name_and_bounded() -> None:
+    assert source_label("myapp@host:4242") == "myapp"
+    assert source_label("weird name!@x") == "weird_name_"
+    assert len(source_label("x" * 64)) == 32
