@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Final, NamedTuple
 
 from lwsobs.core.policy import LeakPolicy, parse_idle_limits
 from lwsobs.core.roles import Role
@@ -56,6 +57,58 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
     return value
 
 
+class HostPort(NamedTuple):
+    """Where a receiver binds; `str()` gives HOST:PORT back, with brackets for IPv6."""
+
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+DEFAULT_UDP: Final = HostPort("127.0.0.1", 7682)
+DEFAULT_INGEST_MAX_BODY: Final = 4 * 1024 * 1024
+MAX_UNIX_PATH: Final = 107  # sun_path is 108 bytes with its NUL
+
+
+def parse_udp(raw: str, name: str) -> HostPort | None:
+    """`HOST:PORT` (`[v6]:PORT` for IPv6) or `off`; port 0 picks a free port."""
+    text = raw.strip()
+    if text.lower() == "off":
+        return None
+    usage = f"{name} must be HOST:PORT or off, got {raw!r}"
+    if text.startswith("["):
+        host, bracket, rest = text[1:].partition("]")
+        sep, port_text = rest[:1], rest[1:]
+        if not bracket or sep != ":":
+            raise ConfigError(usage)
+    else:
+        host, sep, port_text = text.rpartition(":")
+        if ":" in host:
+            raise ConfigError(f"{usage} (write an IPv6 address in brackets: [::1]:7682)")
+    if not sep or not host or any(c.isspace() for c in host):
+        raise ConfigError(usage)
+    if not port_text.isascii() or not port_text.isdigit() or int(port_text) > 65535:
+        raise ConfigError(f"{name} port must be 0 to 65535, got {port_text!r}")
+    return HostPort(host, int(port_text))
+
+
+def check_unix_path(raw: str, name: str) -> str | None:
+    """A filesystem path for the unix datagram socket, or None for empty (off)."""
+    path = raw.strip()
+    if not path:
+        return None
+    if "\0" in path:
+        raise ConfigError(f"{name} must not contain a NUL character")
+    size = len(os.fsencode(path))
+    if size > MAX_UNIX_PATH:
+        raise ConfigError(
+            f"{name} is {size} bytes long; a unix socket path must be at most {MAX_UNIX_PATH}"
+        )
+    return path
+
+
 @dataclass
 class Config:
     spans: bool = True
@@ -69,6 +122,13 @@ class Config:
     span_delay_s: float = 0.5
     tick_s: float = 1.0
     service_name: str = "lwsobs"
+    # ingest of producer events (wire-v1)
+    udp: HostPort | None = DEFAULT_UDP  # None: no UDP receiver
+    unix: str | None = None  # path of a unix datagram socket, None: none
+    # the bearer token POST /v1/events requires (None: open); kept out of repr and logs
+    ingest_token: str | None = field(default=None, repr=False)
+    silence_s: float = 30.0  # a source quiet for longer is declared lost
+    ingest_max_body: int = DEFAULT_INGEST_MAX_BODY  # bytes of one POST /v1/events body
 
     @property
     def policy(self) -> LeakPolicy:
@@ -108,4 +168,9 @@ class Config:
             span_batch=_int(env, "OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 512),
             span_delay_s=_int(env, "OTEL_BSP_SCHEDULE_DELAY", 500) / 1000,
             tick_s=_float(env, "LWSOBS_TICK_SECONDS", 1.0),
+            udp=parse_udp(env.get("LWSOBS_UDP", "").strip() or str(DEFAULT_UDP), "LWSOBS_UDP"),
+            unix=check_unix_path(env.get("LWSOBS_UNIX", ""), "LWSOBS_UNIX"),
+            ingest_token=env.get("LWSOBS_INGEST_TOKEN", "").strip() or None,
+            silence_s=_float(env, "LWSOBS_SILENCE_SECONDS", 30.0),
+            ingest_max_body=_int(env, "LWSOBS_INGEST_MAX_BODY", DEFAULT_INGEST_MAX_BODY),
         )

@@ -1,1 +1,2 @@
-"""Ingest of producer events (wire-v1 NDJSON): pure parsing and sequence tracking, no I/O."""
+"""Ingest of producer events (wire-v1): parsing and sequence checks are pure; udp, unix, http
+and service are the transports that feed them."""
