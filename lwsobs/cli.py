@@ -1,20 +1,23 @@
-"""The `lwsobs` command: `serve` (optionally with `--demo`) and `demo`."""
+"""The `lwsobs` command: `serve` (optionally with `--demo`), `demo`, and `replay FILE`."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from aiohttp import web
 
-from lwsobs.config import Config, ConfigError
+from lwsobs.config import Config, ConfigError, check_unix_path, parse_udp
 from lwsobs.core.policy import parse_idle_limits
 from lwsobs.core.roles import Role
 from lwsobs.demo import DEMO_IDLE_LIMIT_S, attach_demo
 from lwsobs.observer import Observer
+from lwsobs.replay import format_report, replay, report
 from lwsobs.service import build_app
 
 log = logging.getLogger("lwsobs")
@@ -42,26 +45,53 @@ def _parser() -> argparse.ArgumentParser:
             default=None,
             help="idle limits per role, e.g. h1-server=30,ws-server=off",
         )
+        cmd.add_argument(
+            "--udp",
+            metavar="HOST:PORT|off",
+            default=None,
+            help="where producers send wire-v1 datagrams (LWSOBS_UDP, default 127.0.0.1:7682)",
+        )
+        cmd.add_argument(
+            "--unix",
+            metavar="PATH",
+            default=None,
+            help="a unix datagram socket for producers, mode 0600 (LWSOBS_UNIX, default none)",
+        )
         cmd.add_argument("--log-level", default=os.environ.get("LWSOBS_LOG_LEVEL", "INFO"))
+    cmd = sub.add_parser(
+        "replay", help="run a recorded wire-v1 event file through the decoder and report"
+    )
+    cmd.add_argument("file", type=Path, help="NDJSON lines as producers send them")
+    cmd.add_argument("--json", action="store_true", help="print the report as JSON")
+    cmd.add_argument("--serve", action="store_true", help="then serve the result (/metrics, /api)")
+    cmd.add_argument("--host", default=os.environ.get("LWSOBS_HOST", "127.0.0.1"))
+    cmd.add_argument("--port", type=int, default=int(os.environ.get("LWSOBS_PORT", "8080")))
+    cmd.add_argument("--log-level", default=os.environ.get("LWSOBS_LOG_LEVEL", "WARNING"))
     return parser
 
 
 def make_config(args: argparse.Namespace) -> Config:
     config = Config.from_env()
-    if args.demo and Role.H1_SERVER not in config.idle_limits:
+    if getattr(args, "demo", False) and Role.H1_SERVER not in config.idle_limits:
         config.idle_limits[Role.H1_SERVER] = DEMO_IDLE_LIMIT_S
-    if args.idle:
+    if getattr(args, "idle", None):
         try:
             config.idle_limits.update(parse_idle_limits(args.idle))
         except ValueError as exc:
             raise ConfigError(f"--idle: {exc}") from None
+    udp, unix = getattr(args, "udp", None), getattr(args, "unix", None)  # serve and demo only
+    if udp is not None:
+        config.udp = parse_udp(udp, "--udp")
+    if unix is not None:
+        config.unix = check_unix_path(unix, "--unix")
     return config
 
 
-def serve(args: argparse.Namespace, config: Config) -> None:
-    observer = Observer(config)
-    app = build_app(observer)
-    if args.demo:
+def serve(args: argparse.Namespace, config: Config, observer: Observer | None = None) -> None:
+    replayed = observer is not None
+    observer = observer or Observer(config)
+    app = build_app(observer, ingest=not replayed)
+    if getattr(args, "demo", False):
         attach_demo(app, args.host, args.port)
     try:
         web.run_app(
@@ -73,7 +103,7 @@ def serve(args: argparse.Namespace, config: Config) -> None:
                 "lwsobs on http://%s:%d (metrics /metrics, api /api/wsis /api/leaks /api/traces)%s",
                 args.host,
                 args.port,
-                ", demo traffic on" if args.demo else "",
+                ", demo traffic on" if getattr(args, "demo", False) else "",
             ),
         )
     finally:
@@ -91,10 +121,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"lwsobs: error: {exc}", file=sys.stderr)
         return 2
-    if args.command in ("serve", "demo"):
-        try:
-            serve(args, config)
-        except OSError as exc:
-            print(f"lwsobs: error: {exc}", file=sys.stderr)
-            return 1
+    try:
+        if args.command == "replay":
+            return run_replay(args, config)
+        serve(args, config)
+    except OSError as exc:
+        print(f"lwsobs: error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def run_replay(args: argparse.Namespace, config: Config) -> int:
+    if not args.file.is_file():
+        print(f"lwsobs: error: no such file: {args.file}", file=sys.stderr)
+        return 2
+    observer = Observer(config)
+    result = replay(args.file, observer)
+    data = report(result)
+    print(
+        json.dumps(data, indent=2) if args.json else format_report(data),
+        end="\n" if args.json else "",
+    )
+    if args.serve:
+        serve(args, config, observer)
+    else:
+        observer.close()
     return 0

@@ -9,16 +9,30 @@ import random
 from aiohttp import WSMsgType, web
 
 from lwsobs.clock import now_ns
+from lwsobs.ingest.pipeline import IngestPipeline
+from lwsobs.ingest.service import attach_ingest
 from lwsobs.instrument import instrument
 from lwsobs.observer import Observer
+from lwsobs.sources.lws import LwsDecoder
 from lwsobs.web_api import add_api_routes
 
 
-def build_app(observer: Observer) -> web.Application:
-    """The service app, instrumented with the same `instrument()` any aiohttp app uses."""
+def build_app(observer: Observer, *, ingest: bool = True) -> web.Application:
+    """The service app, instrumented with the same `instrument()` any aiohttp app uses.
+
+    With `ingest`, libwebsockets producers feed it too: wire-v1 events over UDP, a unix
+    datagram socket and POST /v1/events go through the IngestPipeline to the LwsDecoder.
+    """
     app = web.Application()
     instrument(app, observer, source="lwsobs", metrics_path="/metrics")
     add_api_routes(app, observer)
+    if ingest:
+        pipeline = IngestPipeline(
+            LwsDecoder(observer.tracker), silence_limit_s=observer.config.silence_s
+        )
+        observer.collector.extra.append(pipeline.families)
+        attach_ingest(app, pipeline, observer.config)
+        app[PIPELINE] = pipeline
     app.router.add_get("/", index)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/demo/hello", hello)
@@ -30,6 +44,7 @@ def build_app(observer: Observer) -> web.Application:
 
 
 OBSERVER = web.AppKey("lwsobs_observer", Observer)
+PIPELINE = web.AppKey("lwsobs_ingest_pipeline", IngestPipeline)
 
 
 async def index(request: web.Request) -> web.Response:

@@ -27,6 +27,8 @@ async def lwsobs_process(
         *args,
         "--port",
         str(port),
+        "--udp",
+        f"127.0.0.1:{free_port()}",
         env={**os.environ, **(env or {})},
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,

@@ -404,6 +404,8 @@ async def test_lwsobs_serve_sigterm_ends_open_connection_as_shutdown(
         proc = await asyncio.create_subprocess_exec(
             str(LWSOBS),
             "serve",
+            "--udp",
+            "off",
             "--port",
             str(port),
             env=env,
