@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 8080
 
-.PHONY: run serve test lint unit deps clean
+.PHONY: run serve test lint unit deps clean shim
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,9 @@ test: deps $(STAMP) lint
 
 unit: $(STAMP)
 	$(BIN)/pytest -q tests/unit
+
+shim:
+	$(MAKE) -C shim
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
