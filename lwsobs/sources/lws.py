@@ -213,7 +213,9 @@ class LwsDecoder:
         peer: str | None = None,
         parent: Wsi | None = None,
     ) -> Wsi:
-        attrs: dict[str, object] = {}
+        attrs: dict[str, object] = {"lws.wsi.ptr": event.wsi or ""}  # for gdb and lws logs
+        if event.src:
+            attrs["lws.src"] = event.src
         if event.vh:
             attrs["lws.vhost"] = event.vh
         if event.pcol:
@@ -223,7 +225,7 @@ class LwsDecoder:
         if event.tag:
             attrs["lws.tag"] = event.tag
         wsi = self.tracker.open(
-            state.ctx, role, known.created_t, peer=peer, parent=parent, attrs=attrs or None
+            state.ctx, role, known.created_t, peer=peer, parent=parent, attrs=attrs
         )
         known.wsi = wsi
         return wsi

@@ -7,6 +7,13 @@ leak flags and /metrics.
 
 from __future__ import annotations
 
+import asyncio
+import json
+import signal
+import socket
+import threading
+import time
+
 import aiohttp
 
 from lwsobs.config import Config, HostPort
@@ -37,8 +44,6 @@ async def test_preloaded_lws_app_is_observed_through_the_service(built: None) ->
     udp = free_port()
     observer = Observer(Config(spans=True, udp=HostPort("127.0.0.1", udp)))
     async with run_service(build_app(observer)) as srv:
-        import asyncio
-
         loop = asyncio.get_running_loop()
 
         def traffic() -> None:
@@ -71,4 +76,119 @@ async def test_preloaded_lws_app_is_observed_through_the_service(built: None) ->
     assert flagged == [], flagged
     assert 'lwsobs_wsi_live{role="h1-server",source="lws_testapp_plain"} 0.0' in metrics
     assert 'lwsobs_ingest_rejected_total{reason="not_json",transport="udp"} 0.0' in metrics
+    observer.close()
+
+
+class DroppingRelay:
+    """Forwards the shim's datagrams to the service, losing the WSI_DESTROY of one wsi.
+
+    The victim is the first accepted server wsi (the WSI_CREATE after the first
+    FILTER_NETWORK_CONNECTION); only its first WSI_DESTROY is dropped, since lws reuses
+    pointers at once.
+    """
+
+    def __init__(self, target_port: int) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.settimeout(0.05)
+        self.endpoint = f"udp://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.target = ("127.0.0.1", target_port)
+        self.victim: str | None = None
+        self.dropped = 0
+        self._after_17 = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _keep(self, line: bytes) -> bool:
+        try:
+            event = json.loads(line)
+        except ValueError:
+            return True
+        r, wsi = event.get("r"), event.get("wsi")
+        if r == 17:
+            self._after_17 = True
+        elif r == 29 and self._after_17 and self.victim is None:
+            self.victim = wsi
+        elif r == 30 and wsi == self.victim and not self.dropped:
+            self.dropped += 1
+            return False
+        if r != 17:
+            self._after_17 = False
+        return True
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                data = self.sock.recv(65535)
+            except TimeoutError:
+                continue
+            kept = b"".join(line + b"\n" for line in data.splitlines() if self._keep(line))
+            if kept:
+                self.sock.sendto(kept, self.target)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2)
+        self.sock.close()
+
+
+async def test_a_lost_wsi_destroy_flags_exactly_that_wsi(built: None) -> None:  # noqa: F811
+    udp = free_port()
+    observer = Observer(Config(spans=False, udp=HostPort("127.0.0.1", udp)))
+    relay = DroppingRelay(udp)
+    try:
+        async with run_service(build_app(observer)):
+            loop = asyncio.get_running_loop()
+
+            def traffic() -> None:
+                with run_app(APP_PLAIN, relay.endpoint, preload=SHIM) as app:
+                    drive(app)
+
+            await loop.run_in_executor(None, traffic)
+            await eventually(lambda: roles(observer, "destroyed").get("listen", 0) >= 1, timeout=10)
+    finally:
+        relay.close()
+    assert relay.victim is not None and relay.dropped == 1
+    flagged = [
+        (w.role.value, w.leak, (w.attrs or {}).get("lws.wsi.ptr")) for w in observer.live.leaks
+    ]
+    assert len(flagged) == 1, flagged
+    role, rule, ptr = flagged[0]
+    assert role in ("h1-server", "ws-server") and ptr == relay.victim.removeprefix("0x").lstrip("0")
+    assert rule in ("identity_reused", "context_destroyed")  # both certain
+    assert not observer.tracker.live_count()
+    observer.close()
+
+
+async def test_a_killed_app_leaves_suspects_after_the_silence_limit(built: None) -> None:  # noqa: F811
+    udp = free_port()
+    observer = Observer(
+        Config(spans=False, udp=HostPort("127.0.0.1", udp), silence_s=3.0, tick_s=0.2)
+    )
+    async with run_service(build_app(observer)):
+        loop = asyncio.get_running_loop()
+        holder: list[socket.socket] = []
+
+        def open_and_kill() -> None:
+            with run_app(APP_PLAIN, f"udp://127.0.0.1:{udp}", preload=SHIM) as app:
+                holder.append(socket.create_connection(("127.0.0.1", app.port)))
+                time.sleep(0.5)  # accepted, announced
+                app.proc.send_signal(signal.SIGKILL)
+                app.proc.wait(timeout=5)
+
+        await loop.run_in_executor(None, open_and_kill)
+        app_live = [w for w in observer.tracker.live_wsis() if w.context.source != "lwsobs"]
+        assert {w.role.value for w in app_live} >= {"listen", "h1-server"}
+        await eventually(
+            lambda: (
+                {(w.role.value, w.leak) for w in observer.live.leaks}
+                >= {("listen", "source_lost"), ("h1-server", "source_lost")}
+            ),
+            timeout=10,
+        )
+        for sock in holder:
+            sock.close()
+    suspects = [w for w in observer.live.leaks if w.leak == "source_lost"]
+    assert all(w.context.source == "lws_testapp_plain" for w in suspects)
     observer.close()
