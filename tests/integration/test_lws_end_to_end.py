@@ -51,15 +51,41 @@ async def test_preloaded_lws_app_is_observed_through_the_service(built: None) ->
                 APP_PLAIN, f"udp://127.0.0.1:{udp}", preload=SHIM, client_self=True
             ) as app:
                 drive(app)
+                # still open when the app's context is destroyed: lws closes it, no leak
+                still_open = socket.create_connection(("127.0.0.1", app.port))
+                still_open.sendall(b"GET /slow HTTP/1.1\r\nHost: t\r\n")  # never finished
+                time.sleep(0.3)
+            still_open.close()
 
         await loop.run_in_executor(None, traffic)
         await eventually(lambda: roles(observer, "destroyed").get("listen", 0) >= 1, timeout=10)
         async with aiohttp.ClientSession() as session, session.get(srv.url + "/metrics") as resp:
             metrics = await resp.text()
+    assert observer.spans is not None and observer.recent is not None
+    observer.spans.flush()
+    spans = [sp for t in observer.recent.traces(1000) for sp in t["spans"]]
+    ours = "lws_testapp_plain/"
+    lws_conns = [
+        sp
+        for sp in spans
+        if sp["name"] == "wsi h1-server" and sp["attributes"]["lws.wsi.id"].startswith(ours)
+    ]
+    lws_txns = [
+        sp
+        for sp in spans
+        if sp["attributes"].get("lws.wsi.id", "").startswith(ours)
+        and not sp["name"].startswith("wsi ")
+    ]
+    assert lws_conns and lws_txns
+    # every transaction span sits under the connection span of its own wsi
+    for txn in lws_txns:
+        parent = next(sp for sp in spans if sp["span_id"] == txn["parent_span_id"])
+        assert parent["attributes"]["lws.wsi.id"] == txn["attributes"]["lws.wsi.id"]
+        assert parent["start_ns"] <= txn["start_ns"] <= txn["end_ns"] <= parent["end_ns"]
     created = roles(observer, "created")
     destroyed = roles(observer, "destroyed")
     # accepted connections: keep-alive pair, close, 404, two raw GETs, a websocket, lws' clients
-    assert created.get("h1-server", 0) >= 6, created
+    assert created.get("h1-server", 0) >= 7, created
     assert created.get("listen") == 1 and destroyed.get("listen") == 1
     assert destroyed.get("ws-server", 0) >= 1, destroyed
     assert created.get("h1-client", 0) >= 1, created
