@@ -57,3 +57,7 @@ bench: deps $(BENCH_STAMP)
 
 bench-quick: deps $(BENCH_STAMP)
 	$(BIN)/python bench/run.py --quick
+
+.PHONY: bench-ingest
+bench-ingest: $(STAMP)
+	$(BIN)/python bench/ingest.py

@@ -1,0 +1,219 @@
+"""Ingest benchmark: lws callbacks per second through the pipeline and through UDP.
+
+A synthetic recording in the shape lws produces (accept, keep-alive transactions, close) is
+built in memory; then:
+- `pipeline`: IngestPipeline.feed_lines -> LwsDecoder -> Tracker -> metrics (and spans when on),
+  in this process, no I/O: the decode cost alone;
+- `udp`: the same lines, batched ~8 KiB per datagram as the shim does, sent from a second
+  process on core 1 to the service's UDP receiver on core 0, counted as applied;
+- `json.loads` of the same lines as the baseline nothing can beat in Python.
+Targets (issue 4): >= 200,000 callbacks/s with metrics, >= 50,000 transactions/s with spans.
+Usage: .venv/bin/python bench/ingest.py [--lines N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import sys
+import time
+
+T0 = time.time_ns()
+RATE = 60_000  # lines/s the UDP sender paces itself to (bursts of one datagram)
+TARGET_CALLBACKS = 200_000
+TARGET_TRANSACTIONS = 50_000
+
+
+def recording(n_lines: int, src: str = "benchapp@host:1") -> tuple[list[bytes], int]:
+    """NDJSON lines of connections with 4 keep-alive transactions each; and the transactions."""
+    lines: list[bytes] = []
+    seq = 0
+    txns = 0
+
+    def ev(r: int, wsi: str | None = None, **fields: object) -> None:
+        nonlocal seq
+        line: dict[str, object] = {
+            "v": 1,
+            "src": src,
+            "seq": seq,
+            "t": T0 + seq * 1000,
+            "r": r,
+            "ctx": "55aa00",
+            "fd": 9,
+            "vh": "default",
+            "pcol": "http",
+        }
+        if wsi is not None:
+            line["wsi"] = wsi
+        line.update(fields)
+        lines.append(json.dumps(line, separators=(",", ":")).encode())
+        seq += 1
+
+    ev(-1, lws="4.1.6", pid=1, host="host")
+    conn = 0
+    while len(lines) < n_lines:
+        wsi = f"55d1c2{conn % 64:04x}"
+        ev(17, "55d1c00001", afd=9, peer="127.0.0.1:40000")
+        ev(29, wsi, fd=-1)
+        ev(19, wsi)
+        for i in range(4):
+            ev(18, wsi, uri=f"/item/{i}", method="GET")
+            ev(49, wsi)
+            ev(12, wsi, uri=f"/item/{i}")
+            ev(16, wsi)
+            ev(50, wsi, why="lws_http_transaction_completed")
+            txns += 1
+        ev(5, wsi)
+        ev(30, wsi)
+        conn += 1
+    return lines, txns
+
+
+def datagrams(lines: list[bytes], limit: int = 8192) -> list[bytes]:
+    out: list[bytes] = []
+    batch: list[bytes] = []
+    size = 0
+    for line in lines:
+        if size + len(line) + 1 > limit and batch:
+            out.append(b"\n".join(batch) + b"\n")
+            batch, size = [], 0
+        batch.append(line)
+        size += len(line) + 1
+    if batch:
+        out.append(b"\n".join(batch) + b"\n")
+    return out
+
+
+def bench_pipeline(lines: list[bytes], txns: int, spans: bool) -> dict[str, float]:
+    from lwsobs.config import Config
+    from lwsobs.ingest.pipeline import IngestPipeline
+    from lwsobs.observer import Observer
+    from lwsobs.sources.lws import LwsDecoder
+
+    observer = Observer(Config(spans=spans, recent_traces=0, span_queue=1 << 30))
+    pipeline = IngestPipeline(LwsDecoder(observer.tracker))
+    bodies = datagrams(lines, 1 << 20)
+    started = time.perf_counter()
+    for body in bodies:
+        pipeline.feed_lines(body, "file", T0)
+    decoded = time.perf_counter() - started
+    spent = decoded
+    if observer.spans is not None:
+        started = time.perf_counter()
+        queued = len(observer.spans._queue)
+        observer.spans._drain()  # the export worker's share: sampling (no exporter configured)
+        spent += time.perf_counter() - started
+        assert queued > 0
+    observer.close()
+    return {"callbacks_per_s": len(lines) / spent, "transactions_per_s": txns / spent}
+
+
+def bench_json(lines: list[bytes]) -> float:
+    started = time.perf_counter()
+    for line in lines:
+        json.loads(line)
+    return len(lines) / (time.perf_counter() - started)
+
+
+async def bench_udp(lines: list[bytes]) -> dict[str, float]:
+    from lwsobs.config import Config, HostPort
+    from lwsobs.ingest.pipeline import IngestPipeline
+    from lwsobs.ingest.service import run_ingest
+    from lwsobs.observer import Observer
+    from lwsobs.sources.lws import LwsDecoder
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = Config(spans=False, udp=HostPort("127.0.0.1", port))
+    observer = Observer(config)
+    pipeline = IngestPipeline(LwsDecoder(observer.tracker))
+    async with run_ingest(pipeline, config, tick_s=1.0):
+        payload = b"\0".join(datagrams(lines))
+        sender = await asyncio.create_subprocess_exec(
+            "taskset",
+            "-c",
+            "1",
+            sys.executable,
+            __file__,
+            "--send",
+            str(port),
+            stdin=asyncio.subprocess.PIPE,
+        )
+        started = time.perf_counter()
+        await sender.communicate(payload)
+        deadline = started + 60
+        while pipeline.lines["udp"] + pipeline.lost_total < len(lines) - 1:
+            if time.perf_counter() > deadline:
+                break
+            await asyncio.sleep(0.01)
+        spent = time.perf_counter() - started
+    applied = pipeline.lines["udp"]
+    observer.close()
+    return {
+        "callbacks_per_s": applied / spent,
+        "lost": float(pipeline.lost_total),
+        "applied": float(applied),
+    }
+
+
+def send(port: int) -> None:
+    """Child: send the datagrams from stdin (NUL-separated) as fast as the socket takes them."""
+    payload = sys.stdin.buffer.read()
+    started = time.perf_counter()
+    sent_lines = 0
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        for datagram in payload.split(b"\0"):
+            sock.sendto(datagram, ("127.0.0.1", port))
+            sent_lines += datagram.count(b"\n")
+            ahead = sent_lines / RATE - (time.perf_counter() - started)
+            if ahead > 0:
+                time.sleep(ahead)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--lines", type=int, default=300_000)
+    parser.add_argument("--send", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.send:
+        send(args.send)
+        return
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {0})
+    import logging
+
+    logging.getLogger("lwsobs").setLevel(logging.ERROR)
+    lines, txns = recording(args.lines)
+    base = bench_json(lines)
+    metrics = bench_pipeline(lines, txns, spans=False)
+    spans = bench_pipeline(lines, txns, spans=True)
+    udp = asyncio.run(bench_udp(lines))
+    print(
+        f"lwsobs ingest bench: {len(lines):,} lws callback lines, {txns:,} transactions, "
+        f"python {sys.version.split()[0]}, 2 CPUs (receiver on core 0, sender on core 1)"
+    )
+    rows = [
+        ("baseline: json.loads per line", base, None),
+        ("pipeline, metrics only", metrics["callbacks_per_s"], TARGET_CALLBACKS),
+        ("pipeline, spans on (transactions/s)", spans["transactions_per_s"], TARGET_TRANSACTIONS),
+        (f"UDP into the service (sent at {RATE:,}/s)", udp["callbacks_per_s"], TARGET_CALLBACKS),
+    ]
+    for name, rate, target in rows:
+        verdict = (
+            ""
+            if target is None
+            else (
+                f"target {target:,}/s: {'met' if rate >= target else 'NOT met'}; "
+                f"{rate / base:.2f}x of json.loads"
+            )
+        )
+        print(f"  {name:<40} {rate:>12,.0f}/s  {verdict}")
+    print(f"  UDP: applied {udp['applied']:,.0f}, lost (sequence gaps) {udp['lost']:,.0f}")
+
+
+if __name__ == "__main__":
+    main()
