@@ -45,7 +45,7 @@ def make_view(max_leaks: int = 1000) -> tuple[Tracker, LiveView]:
         (("127.0.0.1", 8080), "127.0.0.1:8080"),
         (("::1", 443, 0, 0), "[::1]:443"),
         (("fe80::1%eth0", 80, 0, 2), "[fe80::1%eth0]:80"),
-        ("10.0.0.1:9", "10.0.0.1:9"),
+        ("127.0.0.11:9", "127.0.0.11:9"),
         ("/run/app.sock", "/run/app.sock"),
         (None, None),
         (("only-host",), None),
@@ -90,7 +90,7 @@ def test_wsis_lists_live_wsis_by_serial() -> None:
     b = tracker.context("lws", "b")
     w1 = tracker.open(a, Role.LISTEN, T0, local=("0.0.0.0", 80))
     w2 = tracker.open(b, Role.H1_CLIENT, T0 + NS, peer="example.org:443")
-    w3 = tracker.open(a, Role.H1_SERVER, T0 + 2 * NS, peer=("10.0.0.2", 4000))
+    w3 = tracker.open(a, Role.H1_SERVER, T0 + 2 * NS, peer=("127.0.0.12", 4000))
     w4 = tracker.open(a, Role.H1_SERVER, T0 + 3 * NS)
     tracker.destroy(w3, T0 + 4 * NS)
     tracker.flag(w4, T0 + 5 * NS, LeakRule.IDLE)  # a suspect is still live
@@ -124,7 +124,7 @@ def test_wsis_when_empty() -> None:
 def test_leak_list_shape_newest_first() -> None:
     tracker, view = make_view()
     ctx = tracker.context("aiohttp", "app")
-    certain = tracker.open(ctx, Role.H1_SERVER, T0, peer=("10.0.0.1", 1))
+    certain = tracker.open(ctx, Role.H1_SERVER, T0, peer=("127.0.0.11", 1))
     suspect = tracker.open(ctx, Role.H1_SERVER, T0 + NS)
     resolved = tracker.open(ctx, Role.H2_STREAM, T0 + 2 * NS)
     tracker.flag(certain, T0 + 3 * NS, LeakRule.FINALIZED)
@@ -149,7 +149,7 @@ def test_leak_list_shape_newest_first() -> None:
     assert s["flagged_age_s"] == 3.0
     assert (c["rule"], c["certain"], c["live"], c["resolved"]) == ("finalized", True, False, False)
     assert c["flagged_age_s"] == 3.0
-    assert c["peer"] == "10.0.0.1:1"
+    assert c["peer"] == "127.0.0.11:1"
     assert c["age_s"] == 10.0
     json.dumps(out)
 

@@ -15,7 +15,7 @@ MS = 1_000_000
 
 def open_h1(tracker: Tracker, now: int = T0) -> tuple[Context, Wsi]:
     ctx = tracker.context("aiohttp", "app")
-    return ctx, tracker.open(ctx, Role.H1_SERVER, now, peer=("10.0.0.1", 5000))
+    return ctx, tracker.open(ctx, Role.H1_SERVER, now, peer=("127.0.0.11", 5000))
 
 
 # -- open ----------------------------------------------------------------------------------------
