@@ -797,8 +797,6 @@ static void submit(const char *tail, size_t n, int reason, struct lws_context *c
 	}
 	now = clock_ns(CLOCK_MONOTONIC);
 	append_locked(tail, n, now);
-	if (flush)
-		flush_locked(now);
 	if (ctx)
 		e = ctx_get(ctx);
 	if (e) {
@@ -807,12 +805,16 @@ static void submit(const char *tail, size_t n, int reason, struct lws_context *c
 			/*
 			 * A vhost's last callbacks: stop its context's timer, so that no timer of
 			 * ours stays linked into a context lws is about to free, even when the app
-			 * calls lws_context_destroy() behind our back.
+			 * calls lws_context_destroy() behind our back.  Inside our own
+			 * lws_context_destroy() the flush waits for CONTEXT_DESTROYED, which
+			 * follows in the same call: one datagram instead of one per protocol
+			 * (unix datagram queues hold 10 by default).
 			 */
 			ctx_cancel(e);
-			if (e->destroying)
+			if (e->destroying) {
 				e->saw_pd = 1;
-			else
+				flush = 0;
+			} else
 				e->used = 0;
 		} else if (!t_in_create && reason != LWS_CALLBACK_PROTOCOL_INIT) {
 			/*
@@ -829,6 +831,8 @@ static void submit(const char *tail, size_t n, int reason, struct lws_context *c
 			sched = ctx_want_timer(e, now, delay);
 		}
 	}
+	if (flush)
+		flush_locked(now);
 	pthread_mutex_unlock(&g.lock);
 	if (sched)
 		ctx_schedule(e, ctx, delay);

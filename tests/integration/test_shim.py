@@ -51,12 +51,7 @@ APP_ASAN = APP_DIR / "build-asan" / "lws_testapp"
 
 # lws callback reasons (include/libwebsockets/lws-callbacks.h, 4.1.6)
 ESTABLISHED = 0
-CLOSED = 4
-CLOSED_HTTP = 5
-RECEIVE = 6
-SERVER_WRITEABLE = 11
 HTTP = 12
-HTTP_WRITEABLE = 16
 FILTER_NETWORK_CONNECTION = 17
 FILTER_HTTP_CONNECTION = 18
 SERVER_NEW_CLIENT_INSTANTIATED = 19

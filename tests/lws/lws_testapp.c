@@ -5,7 +5,8 @@
  *   server  HTTP/1.1 on 127.0.0.1:PORT.  "/" and "/hello" answer 200, anything else 404; every
  *           reply is deferred to LWS_CALLBACK_HTTP_WRITEABLE (headers, then body), so keep-alive
  *           and pipelined requests are served in order on one connection (lws 4.1.6).
- *           A websocket echo protocol, subprotocol "echo".
+ *           A websocket echo protocol, subprotocol "echo" (its writeable requests go through
+ *           lws_callback_on_writable_all_protocol() with a pointer into our own array).
  *   client  --client-port P: one HTTP GET of "/" and one ws connection ("echo", sends one
  *           message, waits for the echo, closes) to 127.0.0.1:P.  Results go to stdout.
  *
@@ -29,6 +30,7 @@
 #endif
 
 static volatile sig_atomic_t interrupted;
+static int linked;
 static int deadline_ticks = -1; /* 50 ms ticks left, -1: no deadline */
 static lws_sorted_usec_list_t tick_sul;
 static struct lws_context *context;
@@ -95,6 +97,26 @@ static int cb_http(struct lws *wsi, enum lws_callback_reasons reason, void *user
 
 /* -- server: ws echo ------------------------------------------------------------------------- */
 
+static int cb_echo(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
+		   size_t len);
+static const struct lws_protocols *echo_protocol(void);
+
+/*
+ * Ask for SERVER_WRITEABLE on every echo connection, naming the protocol by a pointer into our
+ * own array, the way many apps do: lws matches it by callback and name, so this only works
+ * under the shim because the shim handles that lookup (see shim/README.md).
+ */
+static void echo_writable_all(struct lws *wsi)
+{
+#if !defined(LWS_TESTAPP_PLAIN)
+	if (linked) {
+		lwsobs_callback_on_writable_all_protocol(lws_get_context(wsi), echo_protocol());
+		return;
+	}
+#endif
+	lws_callback_on_writable_all_protocol(lws_get_context(wsi), echo_protocol());
+}
+
 struct pss_echo {
 	unsigned char buf[LWS_PRE + 1024];
 	size_t len;
@@ -116,7 +138,7 @@ static int cb_echo(struct lws *wsi, enum lws_callback_reasons reason, void *user
 		memcpy(pss->buf + LWS_PRE, in, len);
 		pss->len = len;
 		pss->binary = lws_frame_is_binary(wsi);
-		lws_callback_on_writable(wsi);
+		echo_writable_all(wsi);
 		break;
 	case LWS_CALLBACK_SERVER_WRITEABLE:
 		if (!pss->len)
@@ -208,6 +230,11 @@ static const struct lws_protocols protocols[] = {
 	{ NULL, NULL, 0, 0, 0, NULL, 0 }
 };
 
+static const struct lws_protocols *echo_protocol(void)
+{
+	return &protocols[1];
+}
+
 static void client_connect(int port, int ws)
 {
 	struct lws_client_connect_info i;
@@ -260,7 +287,7 @@ static void usage(const char *argv0)
 int main(int argc, char **argv)
 {
 	struct lws_context_creation_info info;
-	int port = 0, client_port = 0, seconds = 0, linked = 0, debug = 0, n = 0, i;
+	int port = 0, client_port = 0, seconds = 0, debug = 0, n = 0, i;
 	struct sigaction sa;
 
 	for (i = 1; i < argc; i++) {
