@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import signal
 import socket
+import subprocess
 import threading
 import time
 
 import aiohttp
 
 from lwsobs.config import Config, HostPort
+from lwsobs.core.roles import Role
 from lwsobs.observer import Observer
 from lwsobs.service import build_app
 from tests.conftest import eventually, free_port
@@ -217,4 +220,39 @@ async def test_a_killed_app_leaves_suspects_after_the_silence_limit(built: None)
             sock.close()
     suspects = [w for w in observer.live.leaks if w.leak == "source_lost"]
     assert all(w.context.source == "lws_testapp_plain" for w in suspects)
+    observer.close()
+
+
+async def test_pipelined_requests_from_h2load_each_get_a_transaction(built: None) -> None:  # noqa: F811
+    udp = free_port()
+    observer = Observer(Config(spans=False, udp=HostPort("127.0.0.1", udp)))
+    async with run_service(build_app(observer)):
+        loop = asyncio.get_running_loop()
+        report: list[str] = []
+
+        def traffic() -> None:
+            with run_app(APP_PLAIN, f"udp://127.0.0.1:{udp}", preload=SHIM) as app:
+                done = subprocess.run(
+                    ["h2load", "--h1", "-n", "40", "-c", "2", "-m", "4", f"{app.url}/"],
+                    capture_output=True,
+                    text=True,
+                    timeout=30,
+                    check=False,
+                )
+                report.append(done.stdout)
+
+        await loop.run_in_executor(None, traffic)
+        await eventually(lambda: roles(observer, "destroyed").get("listen", 0) >= 1, timeout=10)
+    (out,) = report
+    succeeded = int(re.search(r"(\d+) succeeded", out).group(1))  # type: ignore[union-attr]
+    assert succeeded > 0, out
+    served = sum(
+        n
+        for (source, role, _), n in observer.metrics.transactions.items()
+        if source == "lws_testapp_plain" and role is Role.H1_SERVER
+    )
+    # every request lws answered is one transaction on the connection that carried it
+    assert served == succeeded == 40, (served, out)
+    assert roles(observer, "created").get("h1-server") == 2
+    assert not observer.live.leaks
     observer.close()
