@@ -6,6 +6,7 @@ with identity = (context pointer, wsi pointer, generation):
 
 - fake-wsi reasons (PROTOCOL_INIT/DESTROY, EVENT_WAIT_CANCELLED, ...) are never tracked;
 - a listen wsi is known from FILTER_NETWORK_CONNECTION (17) and ends with a bare WSI_DESTROY;
+  one that accepted nothing shows up only in that WSI_DESTROY, for a pointer never seen;
 - an accepted server wsi is the WSI_CREATE (29) that follows its 17 synchronously: it is
   opened at once as h1-server with the peer the 17 carried;
 - any other WSI_CREATE waits until a later callback says what it is: a transaction with a
@@ -89,6 +90,7 @@ class _WsiState:
 @dataclass
 class _ContextState:
     ctx: Context
+    first_t: int  # the context's first event: the best guess for when its listen wsis began
     wsis: dict[str, _WsiState] = field(default_factory=dict)
     # the accept announced by the last FILTER_NETWORK_CONNECTION, consumed by the next WSI_CREATE
     accept_peer: str | None = None
@@ -161,7 +163,7 @@ class LwsDecoder:
         state = source.contexts.get(key)
         if state is None:
             ctx = self.tracker.context(source.label, f"{event.src}/{key}")
-            state = source.contexts[key] = _ContextState(ctx)
+            state = source.contexts[key] = _ContextState(ctx, event.t)
         return state
 
     def _end_contexts(self, src: str, now: int) -> None:
@@ -423,11 +425,14 @@ class LwsDecoder:
             self._open(state, known, Role.RAW, event)
 
     def _wsi_destroy(self, state: _ContextState, event: Event) -> None:
-        """30: the wsi is freed; unknown pointers (never seen) are counted and ignored."""
+        """30: the wsi is freed (an unknown pointer is a listen wsi that accepted nothing)."""
         known = state.wsis.pop(event.wsi or "", None)
         if known is None:
-            self.stats["destroy_unknown"] += 1
-            return
+            # A pointer never seen before is a listen wsi that accepted nothing: lws gives listen
+            # wsis no WSI_CREATE. It lived (at least) since its context's first event.
+            known = _WsiState(state.first_t, created=True)
+            self._open(state, known, Role.LISTEN, event)
+            self.stats["listen_seen_at_destroy"] += 1
         if known.wsi is None:
             if not known.created and known.client:
                 # a client that failed before connecting: show it, it did exist

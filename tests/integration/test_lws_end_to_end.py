@@ -256,3 +256,29 @@ async def test_pipelined_requests_from_h2load_each_get_a_transaction(built: None
     assert roles(observer, "created").get("h1-server") == 2
     assert not observer.live.leaks
     observer.close()
+
+
+async def test_refused_lws_clients_are_destroyed_without_create_and_not_leaks(
+    built: None,  # noqa: F811
+) -> None:
+    udp = free_port()
+    observer = Observer(Config(spans=False, udp=HostPort("127.0.0.1", udp)))
+    async with run_service(build_app(observer)):
+        loop = asyncio.get_running_loop()
+        nobody = free_port()  # nothing listens there: every connect is refused
+
+        def traffic() -> None:
+            with run_app(
+                APP_PLAIN, f"udp://127.0.0.1:{udp}", "--client-port", str(nobody), preload=SHIM
+            ):
+                time.sleep(0.5)
+
+        await loop.run_in_executor(None, traffic)
+        await eventually(lambda: roles(observer, "destroyed").get("listen", 0) >= 1, timeout=10)
+    created, destroyed = roles(observer, "created"), roles(observer, "destroyed")
+    assert created.get("h1-client") == destroyed.get("h1-client") == 2, (created, destroyed)
+    # the listen socket accepted nothing: it shows up only in its bare WSI_DESTROY
+    assert created.get("listen") == destroyed.get("listen") == 1
+    assert not observer.live.leaks
+    assert not [w for w in observer.tracker.live_wsis() if w.context.source != "lwsobs"]
+    observer.close()

@@ -318,3 +318,14 @@ def test_source_label_is_the_program_name_and_bounded() -> None:
     assert source_label("myapp@host:4242") == "myapp"
     assert source_label("weird name!@x") == "weird_name_"
     assert len(source_label("x" * 64)) == 32
+
+
+def test_a_listen_wsi_that_accepted_nothing_appears_at_its_bare_destroy() -> None:
+    s = Script()
+    s(-1, lws="4.1.6", pid=1)
+    s(-3)
+    s(30, "l9")
+    s(-4)
+    (listen,) = s.rec.destroyed
+    assert listen.role is Role.LISTEN and listen.created_ns == T0 + 2000  # its context: -3
+    assert not s.rec.flags and s.decoder.stats["listen_seen_at_destroy"] == 1
