@@ -46,8 +46,14 @@ class EndReason(StrEnum):
     LEAKED = "leaked"  # flagged by a leak rule
 
 
+CODE_CLASSES = ("none", "1xx", "2xx", "3xx", "4xx", "5xx")
+
+
+def code_class_index(status: int | None) -> int:
+    """Index into CODE_CLASSES: the hot path counts into a list with it."""
+    return status // 100 if status is not None and 100 <= status <= 599 else 0
+
+
 def code_class(status: int | None) -> str:
     """Map an HTTP status to a bounded label value (1xx..5xx, or 'none')."""
-    if status is None or not 100 <= status <= 599:
-        return "none"
-    return f"{status // 100}xx"
+    return CODE_CLASSES[code_class_index(status)]

@@ -11,13 +11,12 @@ anything it does not render (a `name[]` filter, other registries).
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any
 
 from prometheus_client.core import Metric
 from prometheus_client.utils import floatToGoString as _untyped_go_string
 
 from lwsobs.core.roles import Role
-from lwsobs.sinks.collector import COUNTERS, HISTOGRAMS, LwsobsCollector, _series_order
+from lwsobs.sinks.collector import COUNTERS, HISTOGRAMS, LwsobsCollector, _relabel, _series_order
 from lwsobs.sinks.histogram import Histogram
 
 
@@ -62,9 +61,7 @@ def render(collector: LwsobsCollector, openmetrics: bool) -> str:
         head = name if openmetrics else f"{name}_total"
         out.append(_help(head, doc))
         out.append(f"# TYPE {head} counter\n")
-        values: Mapping[tuple[Any, ...], int] = getattr(metrics, attr)
-        rows = sorted((tuple(str(v) for v in key), n) for key, n in values.items())
-        for key, n in rows:
+        for key, n in sorted(_relabel(getattr(metrics, attr)).items()):
             labels = _labels(tuple(zip(label_names, key, strict=True)))
             out.append(f"{name}_total{{{labels}}} {_number(n)}\n")
     for name, doc, attr in HISTOGRAMS:
@@ -91,14 +88,11 @@ def _histogram(
     openmetrics: bool,
 ) -> None:
     base = (("role", role), ("source", source))
-    acc = 0
-    bounds = hist.bounds
-    for i, n in enumerate(hist.counts):
-        acc += n
-        le = repr(float(bounds[i])) if i < len(bounds) else "+Inf"
-        line = f"{name}_bucket{{{_labels((('le', le), *base))}}} {_number(acc)}"
-        if openmetrics and hist.exemplars[i] is not None:
-            exemplar = collector._exemplar(hist.exemplars[i])
+    cumulative = hist.cumulative()
+    for (le, count), ex in zip(cumulative, hist.exemplars, strict=True):
+        line = f"{name}_bucket{{{_labels((('le', le), *base))}}} {_number(count)}"
+        if openmetrics and ex is not None:
+            exemplar = collector._exemplar(ex)
             if exemplar is not None:
                 ex_labels = ",".join(
                     f'{k}="{_escape(v)}"' for k, v in sorted(exemplar.labels.items())
@@ -108,7 +102,7 @@ def _histogram(
                     line += f" {exemplar.timestamp}"
         out.append(line + "\n")
     labels = _labels(base)
-    out.append(f"{name}_count{{{labels}}} {_number(acc)}\n")
+    out.append(f"{name}_count{{{labels}}} {_number(cumulative[-1][1])}\n")
     out.append(f"{name}_sum{{{labels}}} {go_float(hist.sum)}\n")
 
 
@@ -125,6 +119,7 @@ def _generic(out: list[str], family: Metric, openmetrics: bool) -> None:
 
 
 def render_families(families: Iterable[Metric], openmetrics: bool) -> str:
+    """Render any small families the same way (used for other parts' self-metrics)."""
     out: list[str] = []
     for family in families:
         _generic(out, family, openmetrics)

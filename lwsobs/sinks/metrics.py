@@ -11,7 +11,7 @@ from collections import defaultdict
 
 from lwsobs.core.model import Transaction, Wsi
 from lwsobs.core.policy import NS
-from lwsobs.core.roles import SUSPECT_RULES, Role
+from lwsobs.core.roles import CODE_CLASSES, SUSPECT_RULES, Role, code_class_index
 from lwsobs.sinks.base import NullSink
 from lwsobs.sinks.histogram import (
     DURATION_BUCKETS_S,
@@ -21,9 +21,6 @@ from lwsobs.sinks.histogram import (
 )
 
 SourceRole = tuple[str, Role]
-
-
-CODE_CLASSES = ("none", "1xx", "2xx", "3xx", "4xx", "5xx")
 
 
 class TransactionSeries:
@@ -82,8 +79,7 @@ class MetricsSink(NullSink):
         series = self.series.get(key)
         if series is None:
             series = self.series[key] = TransactionSeries()
-        status = txn.status
-        series.by_class[status // 100 if status is not None and 100 <= status <= 599 else 0] += 1
+        series.by_class[code_class_index(txn.status)] += 1
         end = txn.end_ns
         arrived = txn.arrived_ns
         seconds = (end - arrived) / NS if end is not None and end > arrived else 0.0
