@@ -58,6 +58,11 @@ bench: deps $(BENCH_STAMP)
 bench-quick: deps $(BENCH_STAMP)
 	$(BIN)/python bench/run.py --quick
 
+# Instructions per request under callgrind (noise-free; bench/instructions.py), with a breakdown.
+.PHONY: bench-instructions
+bench-instructions: deps $(BENCH_STAMP)
+	$(BIN)/python bench/instructions.py --breakdown
+
 .PHONY: bench-ingest
 bench-ingest: $(STAMP)
 	$(BIN)/python bench/ingest.py

@@ -65,9 +65,27 @@ def build_plain() -> tuple[web.Application, Shutdown | None]:
     return add_routes(web.Application()), None
 
 
+def disable_parts(parts: str) -> None:
+    """For bench/instructions.py --breakdown only: switch parts of lwsobs off to weigh them."""
+    from lwsobs.core.tracker import Tracker
+    from lwsobs.sources.aiohttp_server import InstrumentedRequestHandler, RequestHandler
+
+    def nothing(*args: Any, **kwargs: Any) -> None:
+        return None
+
+    if "bookkeeping" in parts:  # the hooks run, the core does nothing per request
+        Tracker.bind = Tracker.drop = nothing  # type: ignore[method-assign]
+    if "hooks" in parts:  # no per-request hook at all: what is left is per connection
+        handler: Any = InstrumentedRequestHandler
+        handler.data_received = RequestHandler.data_received
+        handler.log_access = RequestHandler.log_access
+        handler._lwsobs_make_request = property(lambda self: self._lwsobs_factory)
+
+
 def build_lwsobs(spans_expected: bool) -> tuple[web.Application, Shutdown | None]:
     import lwsobs
 
+    disable_parts(os.environ.get("LWSOBS_BENCH_DISABLE", ""))
     app = add_routes(web.Application())
     lwsobs.instrument(app)
     observer = lwsobs.default_observer()
