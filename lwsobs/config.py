@@ -6,6 +6,7 @@ Standard OTEL_* variables keep their meaning; LWSOBS_* variables cover what OTel
 from __future__ import annotations
 
 import os
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Final, NamedTuple
@@ -109,6 +110,22 @@ def check_unix_path(raw: str, name: str) -> str | None:
     return path
 
 
+def parse_jaeger_ui(raw: str, name: str) -> str | None:
+    """An http(s) base URL of a Jaeger UI (links go to `{url}/trace/{id}`), or None if empty.
+
+    Only http and https are accepted: the status page puts this URL into links.
+    """
+    text = raw.strip()
+    if not text:
+        return None
+    url = urllib.parse.urlsplit(text)
+    if url.scheme.lower() not in ("http", "https") or not url.netloc:
+        raise ConfigError(f"{name} must be an http:// or https:// URL, got {raw!r}")
+    if url.query or url.fragment or any(c.isspace() or c in "<>\"'`" for c in text):
+        raise ConfigError(f"{name} must be a plain base URL without query or fragment")
+    return text.rstrip("/")
+
+
 @dataclass
 class Config:
     spans: bool = True
@@ -117,6 +134,8 @@ class Config:
     join_traceparent: bool = True  # transaction spans join an incoming trace, linking the wsi
     idle_limits: dict[Role, float | None] = field(default_factory=dict)
     recent_traces: int = 500
+    recent_connections: int = 200  # finished connections kept for the status page's waterfall
+    jaeger_ui: str | None = None  # base URL of a Jaeger UI: the status page links traces there
     span_queue: int = 65536
     span_batch: int = 512
     span_delay_s: float = 0.5
@@ -164,6 +183,8 @@ class Config:
             idle_limits=idle,
             # with a real backend, memory for /api/traces is opt-in
             recent_traces=_int(env, "LWSOBS_RECENT_TRACES", 0 if otlp else 500, minimum=0),
+            recent_connections=_int(env, "LWSOBS_RECENT_CONNECTIONS", 200, minimum=0),
+            jaeger_ui=parse_jaeger_ui(env.get("LWSOBS_JAEGER_UI", ""), "LWSOBS_JAEGER_UI"),
             span_queue=_int(env, "LWSOBS_SPAN_QUEUE", 65536),
             span_batch=_int(env, "OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 512),
             span_delay_s=_int(env, "OTEL_BSP_SCHEDULE_DELAY", 500) / 1000,

@@ -29,6 +29,7 @@ from lwsobs.sinks.leak_log import LeakLog
 from lwsobs.sinks.live import LiveView
 from lwsobs.sinks.metrics import MetricsSink
 from lwsobs.sinks.otlp_exporter import OtlpExporter
+from lwsobs.sinks.recent_connections import RecentConnections
 from lwsobs.sinks.recent_traces import RecentTraces
 from lwsobs.sinks.span_builder import SpanBuilder
 from lwsobs.sinks.spans import FactExporter, SpanSink
@@ -54,6 +55,7 @@ class Observer:
         self.metrics = MetricsSink()
         self.live = LiveView(self.tracker)
         self.recent: RecentTraces | None = None
+        self.connections: RecentConnections | None = None  # the status page's waterfall
         self.spans: SpanSink | None = None
         self.tracker.add_sink(self.metrics)
         self.tracker.add_sink(self.live)
@@ -65,6 +67,9 @@ class Observer:
             if config.recent_traces:
                 self.recent = RecentTraces(builder, max_traces=config.recent_traces)
                 exporters.append(self.recent)
+            if config.recent_connections:
+                self.connections = RecentConnections(config.recent_connections)
+                exporters.append(self.connections)
             if config.otlp:
                 resource = make_resource(config.service_name)
                 exporters.append(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import html
 import random
 
 from aiohttp import WSMsgType, web
@@ -14,6 +13,7 @@ from lwsobs.ingest.service import attach_ingest
 from lwsobs.instrument import instrument
 from lwsobs.observer import Observer
 from lwsobs.sources.lws import LwsDecoder
+from lwsobs.status import CONTENT_SECURITY_POLICY, render_page
 from lwsobs.web_api import add_api_routes
 
 
@@ -48,25 +48,17 @@ PIPELINE = web.AppKey("lwsobs_ingest_pipeline", IngestPipeline)
 
 
 async def index(request: web.Request) -> web.Response:
-    observer = request.app[OBSERVER]
-    counts: dict[str, int] = {}
-    for wsi in observer.tracker.live_wsis():
-        counts[wsi.role.value] = counts.get(wsi.role.value, 0) + 1
-    rows = "".join(
-        f"<tr><td>{html.escape(role)}</td><td>{n}</td></tr>" for role, n in sorted(counts.items())
+    """The status page: live wsis by role, the live table, leaks and a connection waterfall."""
+    page = render_page(request.app[OBSERVER], now_ns())
+    return web.Response(
+        text=page,
+        content_type="text/html",
+        headers={
+            "Content-Security-Policy": CONTENT_SECURITY_POLICY,
+            "X-Content-Type-Options": "nosniff",
+            "Cache-Control": "no-store",
+        },
     )
-    leaks = len(observer.live.leaks)
-    body = (
-        "<!doctype html><meta charset=utf-8><title>lwsobs</title>"
-        "<h1>lwsobs</h1><p>Live wsis by role:</p>"
-        f"<table border=1><tr><th>role</th><th>live</th></tr>{rows}</table>"
-        f"<p>Flagged wsis: {leaks}</p><ul>"
-        "<li><a href=/metrics>/metrics</a> Prometheus exposition</li>"
-        "<li><a href=/api/wsis>/api/wsis</a> live wsis</li>"
-        "<li><a href=/api/leaks>/api/leaks</a> flagged wsis</li>"
-        "<li><a href=/api/traces>/api/traces</a> recent traces</li></ul>"
-    )
-    return web.Response(text=body, content_type="text/html")
 
 
 async def healthz(request: web.Request) -> web.Response:

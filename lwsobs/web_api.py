@@ -9,6 +9,7 @@ from prometheus_client.exposition import choose_encoder
 from lwsobs.clock import now_ns
 from lwsobs.observer import Observer
 from lwsobs.sinks.exposition import render
+from lwsobs.status import connections_json, status_json
 
 
 def _limit(request: web.Request, default: int, maximum: int) -> int:
@@ -61,6 +62,15 @@ def add_api_routes(app: web.Application, observer: Observer, prefix: str = "/api
         stats = observer.spans.stats() if observer.spans is not None else None
         return web.json_response({"count": len(data), "export": stats, "traces": data})
 
+    async def status(request: web.Request) -> web.Response:
+        return web.json_response(status_json(observer, now_ns()))
+
+    async def connections(request: web.Request) -> web.Response:
+        limit = _limit(request, 40, 1000)
+        return web.json_response(connections_json(observer, now_ns(), limit))
+
     app.router.add_get(f"{prefix}/wsis", wsis)
     app.router.add_get(f"{prefix}/leaks", leaks)
     app.router.add_get(f"{prefix}/traces", traces)
+    app.router.add_get(f"{prefix}/status", status)
+    app.router.add_get(f"{prefix}/connections", connections)
