@@ -63,6 +63,11 @@ bench-quick: deps $(BENCH_STAMP)
 bench-instructions: deps $(BENCH_STAMP)
 	$(BIN)/python bench/instructions.py --breakdown
 
+# The shim's own cost per forwarded callback against the same lws app without it (bench/shim.py).
+.PHONY: bench-shim
+bench-shim: deps $(STAMP)
+	$(BIN)/python bench/shim.py
+
 .PHONY: bench-ingest
 bench-ingest: $(STAMP)
 	$(BIN)/python bench/ingest.py

@@ -14,9 +14,12 @@ with identity = (context pointer, wsi pointer, generation):
   says (the adopt-bail asymmetry frees it without WSI_DESTROY) never enters the table;
 - a client is first seen at CLIENT_HTTP_BIND_PROTOCOL (85) / CONNECTING (105) but only enters the
   table once the connect call survived (19, 105, 29 or CLIENT_CONNECTION_ERROR): a lone 85
-  whose pointer is reused is lws 4.1's synchronous DNS failure, not a leak; WSI_DESTROY without
-  WSI_CREATE is normal for clients; a second WSI_CREATE on a client pointer after a redirect is
-  the same logical wsi reconnecting;
+  whose pointer is reused (or that is still alone when its context ends) is lws 4.1's
+  synchronous DNS failure, not a leak; WSI_DESTROY without WSI_CREATE is normal for clients; a
+  second WSI_CREATE on a client pointer after a redirect (CLIENT_HTTP_REDIRECT, 104) is the same
+  logical wsi reconnecting, and the redirect response ends its first transaction;
+- peers are normalised: an IPv4-mapped IPv6 address (dual-stack listeners) becomes the IPv4
+  address, so the peer of 17 ("[::ffff:a.b.c.d]:port") and of 19 ("::ffff:a.b.c.d") agree;
 - a WSI_CREATE on a live server pointer means the old wsi never got its WSI_DESTROY: it is a
   certain leak (identity_reused) and a new wsi starts;
 - transactions run from FILTER_HTTP_CONNECTION (18) (HTTP_CONFIRM_UPGRADE (86) for upgrades) to
@@ -44,7 +47,10 @@ from lwsobs.sources.lws_reasons import LwsReason as R
 from lwsobs.sources.lws_reasons import is_fake_wsi
 
 _TXN_COMPLETED = "lws_http_transaction_completed"
-_CLIENT_RESET = "client_reset"
+# The DROP before a redirect's reconnect: lws 4.1.6 passes the name of lws_client_reset() itself;
+# "client_reset" is the reason of the BIND that follows (a DROP only if a bind was left open).
+_CLIENT_RESET = frozenset({"client_reset", "lws_client_reset"})
+_V4_MAPPED = "::ffff:"
 # Callbacks that only show activity: they keep a wsi from looking idle.
 _ACTIVITY = frozenset(
     {
@@ -66,6 +72,42 @@ _ACTIVITY = frozenset(
 _LABEL_SAFE = re.compile(r"[^A-Za-z0-9._-]")
 
 
+def normalise_peer(peer: str | None) -> str | None:
+    """The shim's peer text in one form: `a.b.c.d:port`, `[v6]:port`, or the address alone.
+
+    A dual-stack listener sees IPv4 clients as IPv4-mapped IPv6 addresses: 17 reports
+    `[::ffff:a.b.c.d]:port` and 19 `::ffff:a.b.c.d`. Both become the plain IPv4 address, so the
+    two callbacks of one connection name the same peer and spans get a usable address.
+    """
+    if not peer:
+        return None
+    address, port = peer, ""
+    if peer.startswith("["):
+        close = peer.find("]")
+        if close > 0:
+            address = peer[1:close]
+            rest = peer[close + 1 :]
+            port = rest[1:] if rest.startswith(":") else ""
+    elif peer.count(":") == 1:  # a.b.c.d:port (a bare IPv6 address has at least two colons)
+        address, _, port = peer.partition(":")
+    if address[: len(_V4_MAPPED)].lower() == _V4_MAPPED and "." in address:
+        address = address[len(_V4_MAPPED) :]
+    if ":" in address:  # IPv6: brackets keep the port apart
+        return f"[{address}]:{port}" if port else address
+    return f"{address}:{port}" if port else address
+
+
+def _address(peer: str | None) -> str | None:
+    """The address part of a normalised peer."""
+    if peer is None:
+        return None
+    if peer.startswith("["):
+        return peer[1 : peer.find("]")]
+    if peer.count(":") == 1:
+        return peer.partition(":")[0]
+    return peer
+
+
 def source_label(src: str) -> str:
     """A bounded label for a producer: its program name (`myapp@host:4242` -> `myapp`).
 
@@ -83,6 +125,7 @@ class _WsiState:
     wsi: Wsi | None = None  # None until classified (then it is in the Tracker's table)
     client: bool = False
     created: bool = False  # WSI_CREATE seen (clients get it only once connected)
+    afd: int | None = None  # accepted server wsi: the fd its 17 announced (19 reports it)
     redirecting: bool = False
     status: int | None = None  # client: from ESTABLISHED_CLIENT_HTTP
 
@@ -94,6 +137,7 @@ class _ContextState:
     wsis: dict[str, _WsiState] = field(default_factory=dict)
     # the accept announced by the last FILTER_NETWORK_CONNECTION, consumed by the next WSI_CREATE
     accept_peer: str | None = None
+    accept_fd: int | None = None
     accept_pending: bool = False
 
 
@@ -186,6 +230,12 @@ class LwsDecoder:
         self.stats["unclassified_at_teardown"] += sum(
             1 for known in state.wsis.values() if known.wsi is None and known.created
         )
+        # a lone 85 nobody reused: the last synchronous DNS failure of the context (lws 4.1)
+        self.stats["client_connect_failed_silently"] += sum(
+            1
+            for known in state.wsis.values()
+            if known.client and known.wsi is None and not known.created
+        )
 
     def _pseudo(self, event: Event) -> None:
         r = event.r
@@ -256,7 +306,8 @@ class LwsDecoder:
         if listen is None:
             listen = state.wsis[event.wsi or ""] = _WsiState(event.t, created=True)
             self._open(state, listen, Role.LISTEN, event)
-        state.accept_peer = event.peer
+        state.accept_peer = normalise_peer(event.peer)
+        state.accept_fd = event.afd
         state.accept_pending = True
 
     def _wsi_create(self, state: _ContextState, event: Event) -> None:
@@ -264,6 +315,11 @@ class LwsDecoder:
         known = state.wsis.get(ptr)
         accept = state.accept_pending
         state.accept_pending = False
+        if known is not None and known.client and known.wsi is None and (accept or event.fd == -1):
+            # A lone 85 whose pointer an accepted connection or a stream (no fd: not a client
+            # that connected) took: lws 4.1's synchronous DNS failure.
+            self.stats["client_connect_failed_silently"] += 1
+            known = None
         if known is not None and known.client and (known.wsi is None or known.wsi.live):
             if known.created and not known.redirecting:
                 self.stats["client_recreated"] += 1
@@ -277,6 +333,7 @@ class LwsDecoder:
             self._flag(source, known.wsi, event.t, LeakRule.IDENTITY_REUSED)
         known = state.wsis[ptr] = _WsiState(event.t, created=True)
         if accept:
+            known.afd = state.accept_fd
             self._open(state, known, Role.H1_SERVER, event, peer=state.accept_peer)
 
     def _client_first(self, state: _ContextState, event: Event) -> None:
@@ -300,15 +357,24 @@ class LwsDecoder:
         if known is None:
             known = state.wsis[ptr] = _WsiState(event.t, client=True)
         if event.r == R.CONNECTING and known.wsi is None:
-            self._open(state, known, Role.H1_CLIENT, event, peer=event.peer)
+            self._open(state, known, Role.H1_CLIENT, event, peer=normalise_peer(event.peer))
 
     def _new_client_instantiated(self, state: _ContextState, event: Event) -> None:
-        """19: a server wsi adopted (peer confirmation) or a client that survived connect."""
+        """19: a server wsi adopted (peer confirmation) or a client that survived connect.
+
+        For an accepted server wsi, 19 carries the fd its 17 announced: the two name the same
+        connection, and their peers must agree once normalised (counted when they do not).
+        """
         known = state.wsis.get(event.wsi or "")
         if known is None:
             known = state.wsis[event.wsi or ""] = _WsiState(event.t, client=True)
         if known.wsi is None and known.client:
-            self._open(state, known, Role.H1_CLIENT, event, peer=event.peer)
+            self._open(state, known, Role.H1_CLIENT, event, peer=normalise_peer(event.peer))
+        elif known.afd is not None and known.afd == event.fd and known.wsi is not None:
+            peer = known.wsi.peer
+            seen = _address(normalise_peer(event.peer))
+            if seen is not None and isinstance(peer, str) and _address(peer) != seen:
+                self.stats["peer_mismatch"] += 1
 
     def _connection_error(self, state: _ContextState, event: Event) -> None:
         known = state.wsis.get(event.wsi or "")
@@ -404,17 +470,24 @@ class LwsDecoder:
             self.tracker.drop(known.wsi, event.t, known.status)
 
     def _client_drop(self, state: _ContextState, event: Event) -> None:
-        """76: only "client_reset" (a redirect) matters: the wsi will reconnect."""
+        """76: only the reset before a redirect's reconnect matters: the wsi will reconnect."""
         known = state.wsis.get(event.wsi or "")
-        if known is not None and event.why == _CLIENT_RESET:
+        if known is not None and event.why in _CLIENT_RESET:
             known.redirecting = True
             if known.wsi is not None:
                 self.tracker.drop(known.wsi, event.t, known.status)
 
     def _redirect(self, state: _ContextState, event: Event) -> None:
+        """104: a 3xx with Location; lws reconnects the same wsi, the response ends this try.
+
+        ESTABLISHED_CLIENT_HTTP never came for it (lws handles the redirect first), so the
+        transaction ends without a status; the request on the new connection is a new one.
+        """
         known = state.wsis.get(event.wsi or "")
         if known is not None:
             known.redirecting = True
+            if known.wsi is not None:
+                self.tracker.drop(known.wsi, event.t, known.status)
 
     def _raw(self, state: _ContextState, event: Event) -> None:
         """62 / 63 / 101: an adopted or connected raw socket or file."""

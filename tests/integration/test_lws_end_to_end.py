@@ -15,15 +15,18 @@ import socket
 import subprocess
 import threading
 import time
+from typing import cast
 
 import aiohttp
 
 from lwsobs.config import Config, HostPort
 from lwsobs.core.roles import Role
 from lwsobs.observer import Observer
-from lwsobs.service import build_app
+from lwsobs.service import PIPELINE, build_app
+from lwsobs.sources.lws import LwsDecoder
 from tests.conftest import eventually, free_port
 from tests.conftest import run_app as run_service
+from tests.integration.test_lws_h2 import Tee, until_context_gone
 from tests.integration.test_shim import (
     APP_PLAIN,
     SHIM,
@@ -281,4 +284,49 @@ async def test_refused_lws_clients_are_destroyed_without_create_and_not_leaks(
     assert created.get("listen") == destroyed.get("listen") == 1
     assert not observer.live.leaks
     assert not [w for w in observer.tracker.live_wsis() if w.context.source != "lwsobs"]
+    observer.close()
+
+
+async def test_dual_stack_listener_peers_are_the_ipv4_address(built: None) -> None:  # noqa: F811
+    """An IPv6 listener sees IPv4 clients as ::ffff:a.b.c.d; the service shows a.b.c.d:port."""
+    udp = free_port()
+    observer = Observer(Config(spans=True, udp=HostPort("127.0.0.1", udp)))
+    tee = Tee(udp)
+    local: list[int] = []
+    try:
+        async with run_service(build_app(observer)) as srv:
+
+            def traffic() -> None:
+                with run_app(APP_PLAIN, tee.endpoint, "--dual-stack", preload=SHIM) as app:
+                    with socket.create_connection(("127.0.0.1", app.port), timeout=5) as s:
+                        local.append(s.getsockname()[1])
+                        s.sendall(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+                        reply = b""
+                        while chunk := s.recv(4096):
+                            reply += chunk
+                    assert reply.startswith(b"HTTP/1.1 200"), reply
+
+            await asyncio.get_running_loop().run_in_executor(None, traffic)
+            await until_context_gone(observer, "lws_testapp_plain")
+            stats = cast(LwsDecoder, srv.app[PIPELINE].consumer).stats
+        raw = tee.wait_for(lambda ev: bool(ev) and ev[-1].r == -5, timeout=2.0)
+    finally:
+        tee.close()
+    (port,) = local
+    # what the shim reports on a dual-stack listener (lws 4.1.6, AF_INET6 socket)
+    assert [e.peer for e in raw if e.r == 17] == [f"[::ffff:127.0.0.1]:{port}"]
+    assert [e.peer for e in raw if e.r == 19] == ["::ffff:127.0.0.1"]
+    assert stats.get("peer_mismatch", 0) == 0
+    assert observer.spans is not None and observer.recent is not None
+    observer.spans.flush()
+    (conn,) = [
+        sp
+        for t in observer.recent.traces(100)
+        for sp in t["spans"]
+        if sp["name"] == "wsi h1-server"
+        and str(sp["attributes"]["lws.wsi.id"]).startswith("lws_testapp_plain/")
+    ]
+    assert conn["attributes"]["network.peer.address"] == "127.0.0.1"
+    assert conn["attributes"]["network.peer.port"] == port
+    assert not observer.live.leaks
     observer.close()

@@ -7,8 +7,13 @@
  *           and pipelined requests are served in order on one connection (lws 4.1.6).
  *           A websocket echo protocol, subprotocol "echo" (its writeable requests go through
  *           lws_callback_on_writable_all_protocol() with a pointer into our own array).
+ *           --tls-cert/--tls-key: the same over TLS, ALPN "h2,http/1.1" (HTTP/2 streams).
+ *           --dual-stack: an IPv6 socket on ::ffff:127.0.0.1 (still loopback only), so IPv4
+ *           clients show up as IPv4-mapped IPv6 peers, as on a dual-stack listener.
  *   client  --client-port P: one HTTP GET of "/" and one ws connection ("echo", sends one
- *           message, waits for the echo, closes) to 127.0.0.1:P.  Results go to stdout.
+ *           message, waits for the echo, closes) to 127.0.0.1:P (--client-host, --client-path
+ *           and --client-mode change that; lws follows 3xx redirects by itself).  Results go
+ *           to stdout.
  *
  * Modes: plain (meant for LD_PRELOAD=liblwsobs.so), or --linked: lwsobs_wrap_protocols() before
  * lws_create_context() and lwsobs_context_destroy() at the end (only in the build linked with
@@ -34,6 +39,8 @@ static int linked;
 static int deadline_ticks = -1; /* 50 ms ticks left, -1: no deadline */
 static lws_sorted_usec_list_t tick_sul;
 static struct lws_context *context;
+static const char *client_host = "127.0.0.1";
+static const char *client_path = "/";
 
 /* -- server: http ---------------------------------------------------------------------------- */
 
@@ -193,6 +200,13 @@ static int cb_client(struct lws *wsi, enum lws_callback_reasons reason, void *us
 		       pss ? pss->bytes : 0);
 		fflush(stdout);
 		break;
+	case LWS_CALLBACK_CLIENT_HTTP_REDIRECT:
+		/* lws follows it (no LCCSCF_HTTP_NO_FOLLOW_REDIRECT); 0 lets it */
+		printf("CLIENT redirect %d %s\n", (int)len, in ? (const char *)in : "(null)");
+		fflush(stdout);
+		if (pss)
+			pss->bytes = 0;
+		return 0;
 
 	/* ws */
 	case LWS_CALLBACK_CLIENT_ESTABLISHED:
@@ -241,9 +255,9 @@ static void client_connect(int port, int ws)
 
 	memset(&i, 0, sizeof(i));
 	i.context = context;
-	i.address = "127.0.0.1";
+	i.address = client_host;
 	i.port = port;
-	i.path = "/";
+	i.path = ws ? "/" : client_path;
 	i.host = i.address;
 	i.origin = i.address;
 	i.local_protocol_name = "client";
@@ -276,11 +290,21 @@ static void tick(lws_sorted_usec_list_t *sul)
 static void usage(const char *argv0)
 {
 	fprintf(stderr,
-		"usage: %s [--port P] [--client-port P] [--seconds N] [--linked] [--debug]\n"
-		"  --port P         serve HTTP/1.1 + ws echo on 127.0.0.1:P (0: no server)\n"
-		"  --client-port P  one http GET and one ws echo exchange with 127.0.0.1:P\n"
-		"  --seconds N      exit after N seconds (default 0: on SIGTERM/SIGINT only)\n"
-		"  --linked         wrap protocols with lwsobs_wrap_protocols()\n",
+		"usage: %s [--port P] [--dual-stack] [--tls-cert PATH --tls-key PATH]\n"
+		"       [--client-port P] [--client-host HOST] [--client-path PATH]\n"
+		"       [--client-mode both|http|ws] [--seconds N] [--linked] [--debug]\n"
+		"  --port P            serve HTTP/1.1 + ws echo on 127.0.0.1:P (0: no server)\n"
+		"  --dual-stack        listen on an IPv6 socket bound to ::ffff:127.0.0.1 instead\n"
+		"  --tls-cert PATH     serve over TLS with this PEM certificate, ALPN h2,http/1.1\n"
+		"  --tls-key PATH      its PEM private key (both or neither)\n"
+		"  --client-port P     one http GET and one ws echo exchange with 127.0.0.1:P\n"
+		"  --client-host HOST  connect to HOST instead of 127.0.0.1 (a name is resolved\n"
+		"                      by lws, blocking, inside the connect call)\n"
+		"  --client-path PATH  the path of the http GET (default /; 3xx are followed)\n"
+		"  --client-mode M     both (default), http (only the GET) or ws (only the echo)\n"
+		"  --seconds N         exit after N seconds (default 0: on SIGTERM/SIGINT only)\n"
+		"  --linked            wrap protocols with lwsobs_wrap_protocols()\n"
+		"  --debug             lws notice and info logs on stderr\n",
 		argv0);
 }
 
@@ -288,6 +312,8 @@ int main(int argc, char **argv)
 {
 	struct lws_context_creation_info info;
 	int port = 0, client_port = 0, seconds = 0, debug = 0, n = 0, i;
+	int client_http = 1, client_ws = 1, dual_stack = 0;
+	const char *tls_cert = NULL, *tls_key = NULL;
 	struct sigaction sa;
 
 	for (i = 1; i < argc; i++) {
@@ -295,8 +321,27 @@ int main(int argc, char **argv)
 			port = atoi(argv[++i]);
 		else if (!strcmp(argv[i], "--client-port") && i + 1 < argc)
 			client_port = atoi(argv[++i]);
+		else if (!strcmp(argv[i], "--client-host") && i + 1 < argc)
+			client_host = argv[++i];
+		else if (!strcmp(argv[i], "--client-path") && i + 1 < argc)
+			client_path = argv[++i];
+		else if (!strcmp(argv[i], "--client-mode") && i + 1 < argc) {
+			const char *m = argv[++i];
+
+			client_http = !strcmp(m, "both") || !strcmp(m, "http");
+			client_ws = !strcmp(m, "both") || !strcmp(m, "ws");
+			if (!client_http && !client_ws) {
+				usage(argv[0]);
+				return 2;
+			}
+		} else if (!strcmp(argv[i], "--tls-cert") && i + 1 < argc)
+			tls_cert = argv[++i];
+		else if (!strcmp(argv[i], "--tls-key") && i + 1 < argc)
+			tls_key = argv[++i];
 		else if (!strcmp(argv[i], "--seconds") && i + 1 < argc)
 			seconds = atoi(argv[++i]);
+		else if (!strcmp(argv[i], "--dual-stack"))
+			dual_stack = 1;
 		else if (!strcmp(argv[i], "--linked"))
 			linked = 1;
 		else if (!strcmp(argv[i], "--debug"))
@@ -305,6 +350,11 @@ int main(int argc, char **argv)
 			usage(argv[0]);
 			return 2;
 		}
+	}
+	if (!tls_cert != !tls_key) {
+		fprintf(stderr, "--tls-cert and --tls-key go together\n");
+		usage(argv[0]);
+		return 2;
 	}
 #if defined(LWS_TESTAPP_PLAIN)
 	if (linked) {
@@ -327,8 +377,20 @@ int main(int argc, char **argv)
 	info.iface = port ? "127.0.0.1" : NULL;
 	/* lws 4.1.6 with IPv6 on binds an IPv4 address "iface" to [::] (all interfaces) */
 	info.options = LWS_SERVER_OPTION_DISABLE_IPV6;
+	if (dual_stack && port) {
+		/* an AF_INET6 socket on the IPv4-mapped loopback address, IPV6_V6ONLY off */
+		info.iface = "::ffff:127.0.0.1";
+		info.options = LWS_SERVER_OPTION_IPV6_V6ONLY_MODIFY;
+	}
 	info.vhost_name = "lwsobs-test";
 	info.protocols = protocols;
+	if (tls_cert) {
+		/* the server vhost speaks TLS only; ALPN picks h2 or http/1.1 per connection */
+		info.options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
+		info.ssl_cert_filepath = tls_cert;
+		info.ssl_private_key_filepath = tls_key;
+		info.alpn = "h2,http/1.1";
+	}
 #if !defined(LWS_TESTAPP_PLAIN)
 	if (linked) {
 		int w = lwsobs_wrap_protocols(&info);
@@ -349,8 +411,10 @@ int main(int argc, char **argv)
 	fflush(stdout);
 
 	if (client_port) {
-		client_connect(client_port, 0);
-		client_connect(client_port, 1);
+		if (client_http)
+			client_connect(client_port, 0);
+		if (client_ws)
+			client_connect(client_port, 1);
 	}
 
 	while (n >= 0 && !interrupted)

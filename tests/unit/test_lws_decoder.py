@@ -8,12 +8,17 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+from opentelemetry.sdk.trace.sampling import ALWAYS_ON
+
+from lwsobs.core.ids import Ids
 from lwsobs.core.model import Transaction, Wsi
 from lwsobs.core.roles import Role
 from lwsobs.core.sink import BaseSink
 from lwsobs.core.tracker import Tracker
 from lwsobs.ingest.wire import Event
-from lwsobs.sources.lws import LwsDecoder, source_label
+from lwsobs.sinks.span_builder import SpanBuilder, snapshot
+from lwsobs.sources.lws import LwsDecoder, normalise_peer, source_label
 
 T0 = 1_800_000_000_000_000_000
 SRC = "testapp@host:4242"
@@ -329,3 +334,111 @@ def test_a_listen_wsi_that_accepted_nothing_appears_at_its_bare_destroy() -> Non
     (listen,) = s.rec.destroyed
     assert listen.role is Role.LISTEN and listen.created_ns == T0 + 2000  # its context: -3
     assert not s.rec.flags and s.decoder.stats["listen_seen_at_destroy"] == 1
+
+
+# -- found on real lws 4.1.6 (tests/integration/test_lws_client.py, test_lws_h2.py) --------------
+
+
+def test_lws416_redirect_ends_the_first_transaction_and_reconnects_the_same_wsi() -> None:
+    """The order lws 4.1.6 really sends: the DROP before the reconnect says lws_client_reset."""
+    s = Script()
+    s(85, "k1", pcol="client", fd=-1)
+    s(19, "k1", fd=7, peer="127.0.0.1")
+    s(29, "k1", fd=7)
+    s(24, "k1", fd=7)
+    s(104, "k1", fd=7)  # 302 with Location
+    s(76, "k1", fd=7, why="lws_client_reset")
+    s(85, "k1", fd=-1)  # rebinding: no 19 on the redirect's connect
+    s(29, "k1", fd=8)  # the second WSI_CREATE on the same pointer
+    s(24, "k1", fd=8)
+    s(2, "k1", fd=8)
+    s(44, "k1", fd=8, status=200, peer="127.0.0.1")
+    s(46, "k1", fd=8)
+    s(48, "k1", fd=8)
+    s(47, "k1", fd=8)
+    s(-3)
+    s(76, "k1", fd=8, why="__lws_close_free_wsi")
+    s(45, "k1", fd=8)
+    s(30, "k1", fd=-1)
+    s(-4)
+    (client,) = s.rec.opened
+    assert client.role is Role.H1_CLIENT and client.transactions == 2
+    assert [t.status for t in s.rec.txns] == [None, 200]
+    assert [t.error for t in s.rec.txns] == [None, None]
+    assert s.rec.destroyed == [client] and not s.rec.flags
+    assert s.decoder.stats["client_recreated"] == 0
+
+
+def test_lone_85s_are_counted_as_failed_connects_even_the_last_one() -> None:
+    s = Script()
+    s(85, "k1", fd=-1)  # the http GET: getaddrinfo failed inside the connect call
+    s(85, "k1", fd=-1)  # the ws connect reused the pointer and failed the same way
+    s(-4)
+    assert s.decoder.stats["client_connect_failed_silently"] == 2
+    assert not s.rec.opened and not s.rec.flags
+
+
+def test_a_lone_85_pointer_taken_by_an_accepted_connection_is_a_server_wsi() -> None:
+    s = Script()
+    s(85, "k1", fd=-1)
+    accept(s, "k1")
+    s(18, "k1", uri="/")
+    s(50, "k1", why="lws_http_transaction_completed")
+    s(5, "k1")
+    s(30, "k1")
+    assert [w.role for w in s.rec.opened] == [Role.LISTEN, Role.H1_SERVER]
+    assert s.decoder.stats["client_connect_failed_silently"] == 1
+    assert len(s.rec.txns) == 1 and not s.rec.flags
+
+
+@pytest.mark.parametrize(
+    ("shim", "normalised"),
+    [
+        ("127.0.0.1:50000", "127.0.0.1:50000"),
+        ("127.0.0.1", "127.0.0.1"),
+        ("[::ffff:127.0.0.1]:50000", "127.0.0.1:50000"),
+        ("::ffff:127.0.0.1", "127.0.0.1"),
+        ("::FFFF:10.1.2.3", "10.1.2.3"),
+        ("[::1]:443", "[::1]:443"),
+        ("::1", "::1"),
+        ("[fe80::1:2]:80", "[fe80::1:2]:80"),
+        ("[::ffff:1.2.3.4]", "1.2.3.4"),
+        ("", None),
+        (None, None),
+    ],
+)
+def test_peer_text_is_normalised(shim: str | None, normalised: str | None) -> None:
+    assert normalise_peer(shim) == normalised
+
+
+def test_dual_stack_peers_of_17_and_19_join_and_give_span_attributes() -> None:
+    s = Script()
+    accept(s, "a1", fd=9, peer="[::ffff:127.0.0.1]:50000")
+    s(19, "a1", fd=9, peer="::ffff:127.0.0.1")  # lws_get_peer_simple() on a v6 socket
+    s(5, "a1")
+    s(30, "a1")
+    conn = next(w for w in s.rec.destroyed if w.role is Role.H1_SERVER)
+    assert conn.peer == "127.0.0.1:50000"
+    assert s.decoder.stats["peer_mismatch"] == 0
+    attrs = SpanBuilder(Ids(1), ALWAYS_ON).connection(snapshot(conn)).attributes
+    assert attrs["network.peer.address"] == "127.0.0.1"
+    assert attrs["network.peer.port"] == 50000
+
+
+def test_a_19_peer_that_disagrees_with_its_17_is_counted() -> None:
+    s = Script()
+    accept(s, "a1", fd=9, peer="127.0.0.1:50000")
+    s(19, "a1", fd=9, peer="10.0.0.9")
+    assert s.decoder.stats["peer_mismatch"] == 1
+
+
+def test_ipv6_peer_keeps_address_and_port_apart_in_span_attributes() -> None:
+    s = Script()
+    s(17, "listen1", afd=7, peer="[fe80::1:2]:80")
+    s(29, "a1", fd=-1)
+    s(19, "a1", fd=7, peer="fe80::1:2")
+    s(30, "a1")
+    conn = next(w for w in s.rec.destroyed if w.role is Role.H1_SERVER)
+    attrs = SpanBuilder(Ids(1), ALWAYS_ON).connection(snapshot(conn)).attributes
+    assert (attrs["network.peer.address"], attrs["network.peer.port"]) == ("fe80::1:2", 80)
+    assert s.decoder.stats["peer_mismatch"] == 0
