@@ -16,9 +16,10 @@ from lwsobs.config import Config, ConfigError, check_unix_path, parse_udp
 from lwsobs.core.policy import parse_idle_limits
 from lwsobs.core.roles import Role
 from lwsobs.demo import DEMO_IDLE_LIMIT_S, attach_demo
+from lwsobs.demo_lws import DEFAULT_PERIOD_S, attach_lws_demo
 from lwsobs.observer import Observer
 from lwsobs.replay import format_report, replay, report
-from lwsobs.service import build_app
+from lwsobs.service import PIPELINE, build_app
 
 log = logging.getLogger("lwsobs")
 
@@ -37,7 +38,15 @@ def _parser() -> argparse.ArgumentParser:
             "--demo",
             action="store_true",
             default=name == "demo",
-            help="drive realistic traffic at the service itself",
+            help="drive realistic traffic at the service itself and replay a recorded lws app",
+        )
+        cmd.add_argument(
+            "--demo-lws-period",
+            metavar="SECONDS",
+            type=_period,
+            default=DEFAULT_PERIOD_S,
+            help="with --demo: start a pass of the recorded lws traffic this often "
+            f"(default {DEFAULT_PERIOD_S:g})",
         )
         cmd.add_argument(
             "--idle",
@@ -70,6 +79,16 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _period(raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be seconds, got {raw!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be positive and finite, got {raw!r}")
+    return value
+
+
 def make_config(args: argparse.Namespace) -> Config:
     config = Config.from_env()
     if getattr(args, "demo", False) and Role.H1_SERVER not in config.idle_limits:
@@ -93,6 +112,7 @@ def serve(args: argparse.Namespace, config: Config, observer: Observer | None = 
     app = build_app(observer, ingest=not replayed)
     if getattr(args, "demo", False):
         attach_demo(app, args.host, args.port)
+        attach_lws_demo(app, observer.config, app.get(PIPELINE), period_s=args.demo_lws_period)
     try:
         web.run_app(
             app,

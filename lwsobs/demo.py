@@ -3,7 +3,8 @@
 Each round sends keep-alive requests, an HTTP/1.1 pipelined burst (several requests in one
 write), a request carrying a traceparent, a 404, a 500 and now and then a malformed request and
 a websocket session. An idle connection is left open past its role's idle limit so the leak
-rule flags it; it is closed later, which resolves the suspicion.
+rule flags it; it is closed later, which resolves the suspicion. The libwebsockets side of the
+demo (a recorded lws app replayed at the service's own ingest) is lwsobs.demo_lws.
 """
 
 from __future__ import annotations
