@@ -23,8 +23,8 @@ deps:
 	scripts/system-deps
 
 lint: $(STAMP)
-	$(BIN)/ruff check lwsobs tests bench scripts/record-lws-demo
-	$(BIN)/ruff format --check lwsobs tests bench scripts/record-lws-demo
+	$(BIN)/ruff check lwsobs tests bench deploy scripts/record-lws-demo
+	$(BIN)/ruff format --check lwsobs tests bench deploy scripts/record-lws-demo
 	$(BIN)/mypy
 
 test: deps $(STAMP) lint

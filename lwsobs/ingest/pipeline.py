@@ -238,6 +238,25 @@ class IngestPipeline:
     def duplicates_total(self) -> int:
         return sum(self.duplicates.values())
 
+    def _with_heard_sources(self, counted: dict[str, int]) -> dict[str, int]:
+        """`counted` plus 0 for each live source that has, or would get, a label of its own.
+
+        A per-source counter then exists before its first increment, so `increase()` in an
+        alert or a panel sees the first loss (a series born at 1 shows no increase). Pure: it
+        predicts the label `_label` would give without taking a slot.
+        """
+        values = dict(counted)
+        room = self.max_label_sources - len(self._labelled)
+        for src in self._live:
+            if src in values:
+                continue
+            if src in self._labelled:
+                values[src] = 0
+            elif room > 0 and src not in self._folded:
+                values[src] = 0
+                room -= 1
+        return values
+
     def families(self) -> Iterator[Metric]:
         """Self-metrics for a prometheus_client collector (LwsobsCollector.extra takes this)."""
         lines = CounterMetricFamily(
@@ -264,7 +283,7 @@ class IngestPipeline:
             "lines missing from a source's sequence (gaps), by source",
             labels=("source",),
         )
-        for source, n in sorted(self.lost.items()):
+        for source, n in sorted(self._with_heard_sources(self.lost).items()):
             lost.add_metric([source], n)
         yield lost
         duplicates = CounterMetricFamily(
@@ -272,7 +291,7 @@ class IngestPipeline:
             "lines at or below their source's last sequence number, not applied, by source",
             labels=("source",),
         )
-        for source, n in sorted(self.duplicates.items()):
+        for source, n in sorted(self._with_heard_sources(self.duplicates).items()):
             duplicates.add_metric([source], n)
         yield duplicates
         folded = CounterMetricFamily(

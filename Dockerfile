@@ -1,0 +1,33 @@
+# The lwsobs service image (docker-compose.yml builds it; docs/stack.md).
+# Runs as a non-root user and writes nothing outside /tmp, so the container can run read-only.
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY lwsobs ./lwsobs
+RUN pip install . \
+    && rm -rf /src/build /src/*.egg-info \
+    && useradd --system --uid 10001 --no-create-home --home-dir /tmp --shell /usr/sbin/nologin lwsobs
+
+WORKDIR /tmp
+USER 10001
+
+# Defaults for `lwsobs serve` (the command line below says the same); OTLP export is switched on
+# by OTEL_EXPORTER_OTLP_ENDPOINT, set by docker-compose.yml to the jaeger service.
+ENV HOME=/tmp \
+    LWSOBS_HOST=0.0.0.0 \
+    LWSOBS_PORT=8080 \
+    LWSOBS_UDP=0.0.0.0:7682
+
+EXPOSE 8080/tcp 7682/udp
+
+HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
+    CMD ["python", "-c", "import sys, urllib.request; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:8080/healthz', timeout=2).status == 200 else 1)"]
+
+ENTRYPOINT ["lwsobs"]
+CMD ["serve", "--host", "0.0.0.0", "--port", "8080", "--udp", "0.0.0.0:7682"]
