@@ -58,6 +58,13 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
     return value
 
 
+def _seconds_or_off(env: Mapping[str, str], name: str, default: float) -> float | None:
+    """A positive number of seconds, or `off` (None)."""
+    if env.get(name, "").strip().lower() in ("off", "none", "never"):
+        return None
+    return _float(env, name, default)
+
+
 class HostPort(NamedTuple):
     """Where a receiver binds; `str()` gives HOST:PORT back, with brackets for IPv6."""
 
@@ -148,6 +155,10 @@ class Config:
     ingest_token: str | None = field(default=None, repr=False)
     silence_s: float = 30.0  # a source quiet for longer is declared lost
     ingest_max_body: int = DEFAULT_INGEST_MAX_BODY  # bytes of one POST /v1/events body
+    # aiohttp client sessions: a connection held by a request longer than this is a suspect
+    # (rule `unreleased`); aiohttp's own default total timeout is 300 s. None: never.
+    client_acquire_limit_s: float | None = 300.0
+    instrument_clients: bool = False  # instrument(app) also instruments every ClientSession
 
     @property
     def policy(self) -> LeakPolicy:
@@ -194,4 +205,6 @@ class Config:
             ingest_token=env.get("LWSOBS_INGEST_TOKEN", "").strip() or None,
             silence_s=_float(env, "LWSOBS_SILENCE_SECONDS", 30.0),
             ingest_max_body=_int(env, "LWSOBS_INGEST_MAX_BODY", DEFAULT_INGEST_MAX_BODY),
+            client_acquire_limit_s=_seconds_or_off(env, "LWSOBS_CLIENT_ACQUIRE_LIMIT", 300.0),
+            instrument_clients=_flag(env, "LWSOBS_INSTRUMENT_CLIENTS", False),
         )

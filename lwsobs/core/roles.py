@@ -33,9 +33,13 @@ class LeakRule(StrEnum):
     FINALIZED = "finalized"  # its connection object was collected without the close callback
     IDLE = "idle"  # no activity for longer than its role's limit (suspect only)
     SOURCE_LOST = "source_lost"  # its producer went silent (suspect only)
+    # aiohttp client connections (sources/aiohttp_client.py)
+    UNRELEASED = "unreleased"  # acquired for a request and not released in time (suspect only)
+    SESSION_CLOSED = "session_closed"  # its client session closed while it was still acquired
+    SESSION_COLLECTED = "session_collected"  # its session was collected while it was acquired
 
 
-SUSPECT_RULES = frozenset({LeakRule.IDLE, LeakRule.SOURCE_LOST})
+SUSPECT_RULES = frozenset({LeakRule.IDLE, LeakRule.SOURCE_LOST, LeakRule.UNRELEASED})
 
 
 class EndReason(StrEnum):

@@ -68,5 +68,7 @@ class LiveView(NullSink):
                 live=wsi.live,
                 resolved=rule in SUSPECT_RULES and wsi.end_reason not in (None, "leaked"),
             )
+            if wsi.attrs:  # e.g. where an aiohttp client connection was acquired (lws.acquired.*)
+                item["attributes"] = dict(wsi.attrs)
             out.append(item)
         return {"count": len(out), "leaks": out}

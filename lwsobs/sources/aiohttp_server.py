@@ -151,7 +151,8 @@ class InstrumentedRequestHandler(RequestHandler):
 
     def log_access(self, request: Any, response: Any, time: float | None) -> None:
         """Called for every request after its response was written: the transaction ends."""
-        if self._logging_enabled:
+        # aiohttp < 3.12 has no _logging_enabled; its log_access checks the access logger itself
+        if getattr(self, "_logging_enabled", True):
             _base_log_access(self, request, response, time)
         wsi = self._lwsobs_wsi
         if wsi is not None:
@@ -165,8 +166,9 @@ class InstrumentedRequestHandler(RequestHandler):
                     None if txn.method is not None else "invalid_request",
                 )
 
-    def set_parser(self, parser: Any, data_received_cb: Callable[[], None] | None = None) -> None:
-        super().set_parser(parser, data_received_cb)
+    def set_parser(self, parser: Any, *args: Any, **kwargs: Any) -> None:
+        # aiohttp < 3.14 takes the parser alone; 3.14 adds data_received_cb
+        super().set_parser(parser, *args, **kwargs)
         wsi = self._lwsobs_wsi
         if wsi is not None:
             tracker = self._lwsobs.tracker

@@ -70,9 +70,12 @@ def test_label_values() -> None:
         "finalized",
         "idle",
         "source_lost",
+        "unreleased",
+        "session_closed",
+        "session_collected",
     ]
     assert [r.value for r in EndReason] == ["destroyed", "shutdown", "leaked"]
-    assert {LeakRule.IDLE, LeakRule.SOURCE_LOST} == SUSPECT_RULES
+    assert {LeakRule.IDLE, LeakRule.SOURCE_LOST, LeakRule.UNRELEASED} == SUSPECT_RULES
     assert SERVER_ROLES.isdisjoint(CLIENT_ROLES)
     assert Role.WS_SERVER in SERVER_ROLES and Role.WS_CLIENT in CLIENT_ROLES
     assert Role.LISTEN not in SERVER_ROLES | CLIENT_ROLES

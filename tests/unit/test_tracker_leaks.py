@@ -10,8 +10,14 @@ from lwsobs.core.tracker import Tracker
 from lwsobs.sinks.metrics import MetricsSink
 from tests.unit.recording import T0, RecordingSink, active, live_sizes, make, suspects
 
-CERTAIN = [LeakRule.CONTEXT_DESTROYED, LeakRule.IDENTITY_REUSED, LeakRule.FINALIZED]
-SUSPECT = [LeakRule.IDLE, LeakRule.SOURCE_LOST]
+CERTAIN = [
+    LeakRule.CONTEXT_DESTROYED,
+    LeakRule.IDENTITY_REUSED,
+    LeakRule.FINALIZED,
+    LeakRule.SESSION_CLOSED,
+    LeakRule.SESSION_COLLECTED,
+]
+SUSPECT = [LeakRule.IDLE, LeakRule.SOURCE_LOST, LeakRule.UNRELEASED]
 
 
 def open_h1(tracker: Tracker, now: int = T0) -> tuple[Context, Wsi]:
