@@ -111,7 +111,7 @@ def serve(args: argparse.Namespace, config: Config, observer: Observer | None = 
     observer = observer or Observer(config)
     app = build_app(observer, ingest=not replayed)
     if getattr(args, "demo", False):
-        attach_demo(app, args.host, args.port)
+        attach_demo(app, args.host, args.port, observer)
         attach_lws_demo(app, observer.config, app.get(PIPELINE), period_s=args.demo_lws_period)
     try:
         web.run_app(

@@ -3,7 +3,9 @@
 Each round sends keep-alive requests, an HTTP/1.1 pipelined burst (several requests in one
 write), a request carrying a traceparent, a 404, a 500 and now and then a malformed request and
 a websocket session. An idle connection is left open past its role's idle limit so the leak
-rule flags it; it is closed later, which resolves the suspicion. The libwebsockets side of the
+rule flags it; it is closed later, which resolves the suspicion. The client session itself is
+instrumented (source "demo-client"), so the same traffic also shows as h1-client and ws-client
+wsis with reused connections. The libwebsockets side of the
 demo (a recorded lws app replayed at the service's own ingest) is lwsobs.demo_lws.
 """
 
@@ -17,9 +19,13 @@ import random
 import aiohttp
 from aiohttp import web
 
+from lwsobs.instrument import instrument_client
+from lwsobs.observer import Observer
+
 log = logging.getLogger("lwsobs.demo")
 
 DEMO_IDLE_LIMIT_S = 5.0
+DEMO_CLIENT_SOURCE = "demo-client"
 
 
 def pipelined_burst(host: str, paths: list[str]) -> bytes:
@@ -51,9 +57,11 @@ class DemoTraffic:
         *,
         round_s: float = 1.0,
         idle_hold_s: float = 3 * DEMO_IDLE_LIMIT_S,
+        observer: Observer | None = None,
     ) -> None:
         self.host = host
         self.port = port
+        self.observer = observer
         self.round_s = round_s
         self.idle_hold_s = idle_hold_s
         self.rounds = 0
@@ -64,7 +72,10 @@ class DemoTraffic:
         return f"http://{self.host}:{self.port}"
 
     async def run(self) -> None:
-        async with aiohttp.ClientSession() as session:
+        session = aiohttp.ClientSession()
+        if self.observer is not None:
+            instrument_client(session, self.observer, source=DEMO_CLIENT_SOURCE)
+        async with session:
             await self._wait_until_up(session)
             idle_task = asyncio.create_task(self._idle_connections())
             try:
@@ -136,12 +147,17 @@ class DemoTraffic:
             self._idle.remove(writer)
 
 
-def attach_demo(app: web.Application, host: str, port: int) -> None:
-    """Run demo traffic from start-up until the app begins to shut down."""
+def attach_demo(
+    app: web.Application, host: str, port: int, observer: Observer | None = None
+) -> None:
+    """Run demo traffic from start-up until the app begins to shut down.
+
+    With an observer, the demo's client session is instrumented by it (source "demo-client").
+    """
     tasks: list[asyncio.Task[None]] = []
 
     async def start(_: web.Application) -> None:
-        tasks.append(asyncio.create_task(DemoTraffic(host, port).run()))
+        tasks.append(asyncio.create_task(DemoTraffic(host, port, observer=observer).run()))
 
     async def stop(_: web.Application) -> None:
         for task in tasks:
