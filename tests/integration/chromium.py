@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import os
 import shutil
+import signal
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -34,6 +36,59 @@ CHROMIUM_FLAGS = (
 )
 
 
+@asynccontextmanager
+async def browser(
+    *args: str, **kwargs: Any
+) -> AsyncIterator[tuple[asyncio.subprocess.Process, Path]]:
+    """Chromium in its own process group with a fresh profile; on exit the whole group is gone.
+
+    Chromium's helpers (renderer, zygote, crashpad) outlive the main process for a moment and
+    keep writing to the profile, so the group is ended and waited for before the profile goes.
+    """
+    with tempfile.TemporaryDirectory(prefix="lwsobs-chromium-") as profile:
+        proc = await asyncio.create_subprocess_exec(
+            chromium(),
+            *CHROMIUM_FLAGS,
+            f"--user-data-dir={profile}",
+            *args,
+            start_new_session=True,
+            **kwargs,
+        )
+        try:
+            yield proc, Path(profile)
+        finally:
+            await end_group(proc.pid)
+            if proc.returncode is None:
+                await proc.wait()
+
+
+async def end_group(pgid: int) -> None:
+    """SIGTERM a process group, then SIGKILL whatever is left after 5 s; return once it is gone."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(pgid, sig)
+        except ProcessLookupError:
+            return
+        for _ in range(100):
+            if not group_running(pgid):
+                return
+            await asyncio.sleep(0.05)
+
+
+def group_running(pgid: int) -> bool:
+    """Whether a process of the group is still running (zombies do not count: they hold no
+    files, and in a container nobody may ever reap the orphaned ones)."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # the process ended while we looked
+        state, pgrp = fields[0], int(fields[2])
+        if pgrp == pgid and state != "Z":
+            return True
+    return False
+
+
 def chromium() -> str:
     path = shutil.which("chromium")
     assert path, "Debian's chromium is required: apt-get install chromium"
@@ -42,24 +97,13 @@ def chromium() -> str:
 
 async def render(url: str, *, budget_ms: int = 3000, screenshot: Path | None = None) -> Node:
     """Load `url` in headless Chromium, let its scripts run, and parse the DOM it printed."""
-    with tempfile.TemporaryDirectory(prefix="lwsobs-chromium-") as profile:
-        args = [*CHROMIUM_FLAGS, f"--user-data-dir={profile}", f"--virtual-time-budget={budget_ms}"]
-        if screenshot is not None:
-            args += [f"--screenshot={screenshot}", "--window-size=1280,1600"]
-        proc = await asyncio.create_subprocess_exec(
-            chromium(),
-            *args,
-            "--dump-dom",
-            url,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        try:
-            out, err = await asyncio.wait_for(proc.communicate(), 60)
-        finally:
-            if proc.returncode is None:
-                proc.kill()
-                await proc.wait()
+    args = [f"--virtual-time-budget={budget_ms}"]
+    if screenshot is not None:
+        args += [f"--screenshot={screenshot}", "--window-size=1280,1600"]
+    async with browser(
+        *args, "--dump-dom", url, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    ) as (proc, _):
+        out, err = await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode == 0, err.decode(errors="replace")[-2000:]
     return parse(out.decode())
 
@@ -174,38 +218,29 @@ class Page:
 @asynccontextmanager
 async def devtools(url: str) -> AsyncIterator[Page]:
     """Chromium with `url` open and a DevTools session on it; the browser ends afterwards."""
-    with tempfile.TemporaryDirectory(prefix="lwsobs-chromium-") as profile:
-        proc = await asyncio.create_subprocess_exec(
-            chromium(),
-            *CHROMIUM_FLAGS,
-            f"--user-data-dir={profile}",
-            "--remote-debugging-address=127.0.0.1",
-            "--remote-debugging-port=0",
-            url,
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.DEVNULL,
-        )
-        try:
-            port_file = Path(profile) / "DevToolsActivePort"
-            for _ in range(600):  # Chromium writes its port here once it listens
-                if port_file.exists() and port_file.read_text().strip():
+    async with browser(
+        "--remote-debugging-address=127.0.0.1",
+        "--remote-debugging-port=0",
+        url,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    ) as (proc, profile):
+        port_file = profile / "DevToolsActivePort"
+        for _ in range(600):  # Chromium writes its port here once it listens
+            if port_file.exists() and port_file.read_text().strip():
+                break
+            assert proc.returncode is None, "chromium exited"
+            await asyncio.sleep(0.05)
+        port = int(port_file.read_text().split()[0])
+        async with aiohttp.ClientSession() as session:
+            for _ in range(200):  # the page target appears once navigation began
+                async with session.get(f"http://127.0.0.1:{port}/json/list") as resp:
+                    pages = [t for t in await resp.json() if t["type"] == "page"]
+                if pages:
                     break
-                assert proc.returncode is None, "chromium exited"
                 await asyncio.sleep(0.05)
-            port = int(port_file.read_text().split()[0])
-            async with aiohttp.ClientSession() as session:
-                for _ in range(200):  # the page target appears once navigation began
-                    async with session.get(f"http://127.0.0.1:{port}/json/list") as resp:
-                        pages = [t for t in await resp.json() if t["type"] == "page"]
-                    if pages:
-                        break
-                    await asyncio.sleep(0.05)
-                assert pages, "chromium opened no page"
-                async with session.ws_connect(pages[0]["webSocketDebuggerUrl"]) as ws:
-                    page = Page(ws)
-                    await page.loaded(url)
-                    yield page
-        finally:
-            if proc.returncode is None:
-                proc.terminate()
-                await proc.wait()
+            assert pages, "chromium opened no page"
+            async with session.ws_connect(pages[0]["webSocketDebuggerUrl"]) as ws:
+                page = Page(ws)
+                await page.loaded(url)
+                yield page
