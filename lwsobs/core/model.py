@@ -24,11 +24,18 @@ class Context:
         "epoch_ns",
         "live",
         "name",
+        "origin",
         "source",
+        "uncertain",
     )
 
-    def __init__(self, source: str, name: str, epoch_ns: int = 0) -> None:
+    def __init__(
+        self, source: str, name: str, epoch_ns: int = 0, origin: str | None = None
+    ) -> None:
+        # `source` is the label value; `origin` the source name it was asked for, which differs
+        # only when the Tracker folded a source beyond its label limit into "other".
         self.source = source
+        self.origin = source if origin is None else origin
         self.name = name
         # Wsis store their times relative to this: smaller ints, fewer bytes per live wsi.
         self.epoch_ns = epoch_ns
@@ -39,6 +46,9 @@ class Context:
         self.active_transactions: dict[Role, int] = {}
         self.closing = False
         self.destroyed = False
+        # Set by a source that lost events of this context: every leak verdict on its wsis from
+        # then on is marked uncertain (`lws.leak.uncertain`), whichever rule made it.
+        self.uncertain = False
 
     def __repr__(self) -> str:
         return f"Context({self.source!r}, {self.name!r})"

@@ -33,13 +33,18 @@ class LeakRule(StrEnum):
     FINALIZED = "finalized"  # its connection object was collected without the close callback
     IDLE = "idle"  # no activity for longer than its role's limit (suspect only)
     SOURCE_LOST = "source_lost"  # its producer went silent (suspect only)
+    # dropped from the table to stay under the Tracker's max_wsis: the oldest live wsi, never
+    # destroyed for longest (suspect only: it may have been fine, it is simply forgotten)
+    EVICTED = "evicted"
     # aiohttp client connections (sources/aiohttp_client.py)
     UNRELEASED = "unreleased"  # acquired for a request and not released in time (suspect only)
     SESSION_CLOSED = "session_closed"  # its client session closed while it was still acquired
     SESSION_COLLECTED = "session_collected"  # its session was collected while it was acquired
 
 
-SUSPECT_RULES = frozenset({LeakRule.IDLE, LeakRule.SOURCE_LOST, LeakRule.UNRELEASED})
+SUSPECT_RULES = frozenset(
+    {LeakRule.IDLE, LeakRule.SOURCE_LOST, LeakRule.EVICTED, LeakRule.UNRELEASED}
+)
 
 
 class EndReason(StrEnum):

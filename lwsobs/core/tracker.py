@@ -3,18 +3,34 @@
 It never reads a clock or does I/O: callers pass `now` (nanoseconds since the epoch) and the
 Tracker hands finished facts to its sinks. Sources hold the Wsi handles `open` returns, so the hot
 path never looks anything up by key.
+
+Its memory is bounded whatever producers do: at most `max_wsis` wsis are live (beyond it the
+oldest live wsi is evicted, flagged with the rule `evicted`, O(1) per wsi), at most
+`max_sources` source names become label values (the rest are folded into "other" and counted),
+and ended wsis are not kept alive by the idle wheel or the eviction order (both are compacted
+once more than half their entries are stale, which costs O(1) per ended wsi on average).
 """
 
 from __future__ import annotations
 
 import heapq
+from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any
+from typing import Any, Final
 
 from lwsobs.core.model import Context, Peer, Transaction, Wsi
 from lwsobs.core.policy import NS, LeakPolicy
 from lwsobs.core.roles import SUSPECT_RULES, EndReason, LeakRule, Role
 from lwsobs.core.sink import BaseSink, Sink
+
+DEFAULT_MAX_WSIS: Final = 1_000_000
+"""Live wsis at most (about 300 MB); a producer that never destroys cannot grow past it."""
+DEFAULT_MAX_SOURCES: Final = 100
+"""Distinct source label values at most; later sources are counted under OTHER_SOURCE."""
+OTHER_SOURCE: Final = "other"
+_STALE_SLACK: Final = 4096  # stale entries tolerated before a compaction is worth its pass
+_FOLDED_MEMORY: Final = 65536  # folded source names remembered, to count each one once
+_EVICTED: Final = LeakRule.EVICTED.value
 
 
 class Tracker:
@@ -26,18 +42,36 @@ class Tracker:
         policy: LeakPolicy | None = None,
         *,
         epoch_ns: int = 0,
+        max_wsis: int | None = DEFAULT_MAX_WSIS,
+        max_sources: int | None = DEFAULT_MAX_SOURCES,
     ) -> None:
         """`epoch_ns`: a time near the start (say, when the tracker is built); wsis store
-        their times relative to it, which keeps each live wsi smaller."""
+        their times relative to it, which keeps each live wsi smaller. `max_wsis` and
+        `max_sources` bound the table and the source labels (None: unbounded)."""
+        if max_wsis is not None and max_wsis < 1:
+            raise ValueError(f"max_wsis must be at least 1, got {max_wsis}")
+        if max_sources is not None and max_sources < 0:
+            raise ValueError(f"max_sources must be >= 0, got {max_sources}")
         self.policy = policy or LeakPolicy()
         self.epoch_ns = epoch_ns
+        self.max_wsis = max_wsis
+        self._cap = max_wsis or 0
+        self.max_sources = max_sources
         self._contexts: dict[tuple[str, str], Context] = {}
+        self._sources: set[str] = set()  # source names that are label values of their own
+        self._folded: set[str] = set()  # source names counted as OTHER_SOURCE
+        self.sources_folded = 0  # distinct source names folded into OTHER_SOURCE
+        self.live_total = 0  # wsis in the table, all contexts and roles
+        self.evicted = 0  # wsis dropped to stay within max_wsis (suspects included)
+        # Live wsis in creation order, for eviction; ended ones are skipped and compacted away.
+        self._order: deque[Wsi] | None = deque() if max_wsis is not None else None
         self._serial = 0
         self._txn_serial = 0
         # Idle checking is a wheel of one-second slots: a tick visits only the slots that are due,
         # never the whole table.
         self._wheel: dict[int, list[Wsi]] = {}
         self._wheel_slots: list[int] = []
+        self._wheel_entries = 0  # wsis in all slots (stale ones included)
         # Live wsis flagged as suspects, by context and role (their count is a gauge).
         self.suspects: dict[Context, dict[Role, set[Wsi]]] = {}
         self._sinks: list[Sink] = []
@@ -73,12 +107,31 @@ class Tracker:
         self._on_destroy = bound("wsi_destroyed")
 
     def context(self, source: str, name: str) -> Context:
-        """The live context (source, name), created on first use."""
+        """The live context (source, name), created on first use.
+
+        Its `source` (the label value) is `source`, or OTHER_SOURCE once `max_sources` other
+        names have been seen: a producer cannot grow the label set without bound.
+        """
         key = (source, name)
         ctx = self._contexts.get(key)
         if ctx is None or ctx.destroyed:
-            ctx = self._contexts[key] = Context(source, name, self.epoch_ns)
+            ctx = Context(self._label(source), name, self.epoch_ns, origin=source)
+            self._contexts[key] = ctx
         return ctx
+
+    def _label(self, source: str) -> str:
+        if self.max_sources is None or source in self._sources:
+            return source
+        if len(self._sources) < self.max_sources:
+            self._sources.add(source)
+            return source
+        if source not in self._folded:
+            # remembered to count each name once (as far as a bounded memory allows)
+            if len(self._folded) >= _FOLDED_MEMORY:
+                self._folded.clear()
+            self._folded.add(source)
+            self.sources_folded += 1
+        return OTHER_SOURCE
 
     @property
     def contexts(self) -> Iterable[Context]:
@@ -97,13 +150,22 @@ class Tracker:
         parent: Wsi | None = None,
         attrs: dict[str, Any] | None = None,
     ) -> Wsi:
-        """A wsi was created: WSI_CREATE, an accepted connection, a socket starting to listen."""
+        """A wsi was created: WSI_CREATE, an accepted connection, a socket starting to listen.
+
+        With the table full (`max_wsis`), the oldest live wsi is evicted first.
+        """
+        if self.live_total >= self._cap and self._order is not None:
+            self._evict_oldest(now)
         self._serial += 1
         wsi = Wsi(self._serial, context, role, now, peer, local, parent, attrs)
         live = context.live.get(role)
         if live is None:
             live = context.live[role] = set()
         live.add(wsi)
+        self.live_total += 1
+        order = self._order
+        if order is not None:
+            order.append(wsi)
         limit = self.policy.idle_limit_ns(role)
         if limit is not None:
             self._schedule(wsi, now + limit)
@@ -238,6 +300,8 @@ class Tracker:
                 self._remove(wsi, now, EndReason.LEAKED)
             return False
         wsi.leak = rule.value
+        if wsi.context.uncertain:
+            self._mark_uncertain(wsi)
         if certain:
             if wsi.txn is not None:
                 self._end_transaction(wsi, wsi.txn, now, None, None, "leaked")
@@ -250,6 +314,37 @@ class Tracker:
             cb(wsi, rule.value, certain)
         self._end_span(wsi, now)
         return True
+
+    def evict(self, wsi: Wsi, now: int) -> bool:
+        """Drop a live wsi from the table without a verdict on it: it is forgotten, not judged.
+
+        It is flagged `evicted` (a suspect: counted, listed, logged, its span ends with the
+        rule) unless it was already a suspect, whose flag stands. Returns False if it had ended.
+        """
+        if wsi.end_ns is not None:
+            return False
+        if wsi.txn is not None:
+            self._end_transaction(wsi, wsi.txn, now, None, None, "evicted")
+        first = wsi.leak is None
+        if first:
+            wsi.leak = _EVICTED
+            if wsi.context.uncertain:
+                self._mark_uncertain(wsi)
+        self._remove(wsi, now, EndReason.LEAKED)
+        self.evicted += 1
+        if first:
+            for cb in self._on_flag:
+                cb(wsi, _EVICTED, False)
+            self._end_span(wsi, now)
+        return True
+
+    def _evict_oldest(self, now: int) -> None:
+        order = self._order
+        while order:
+            wsi = order.popleft()
+            if wsi.end_ns is None:
+                self.evict(wsi, now)  # may compact (replace) the order: return at once
+                return
 
     def context_closing(self, context: Context) -> None:
         """A graceful shutdown of the context began: wsis destroyed from now on end as shutdown."""
@@ -272,8 +367,9 @@ class Tracker:
                 self.flag(wsi, now, LeakRule.CONTEXT_DESTROYED)
         context.destroyed = True
         self.suspects.pop(context, None)
-        if self._contexts.get((context.source, context.name)) is context:
-            del self._contexts[(context.source, context.name)]
+        key = (context.origin, context.name)
+        if self._contexts.get(key) is context:
+            del self._contexts[key]
         return leftovers
 
     def shutdown(self, now: int) -> None:
@@ -286,9 +382,13 @@ class Tracker:
         flagged: list[Wsi] = []
         visited: set[Wsi] = set()  # a wsi scheduled twice (after an upgrade) is judged once
         due_slot = now // NS
-        slots = self._wheel_slots
-        while slots and slots[0] <= due_slot:
-            for wsi in self._wheel.pop(heapq.heappop(slots)):
+        while True:
+            slots = self._wheel_slots  # re-read: a flag below may compact the wheel
+            if not slots or slots[0] > due_slot:
+                break
+            bucket = self._wheel.pop(heapq.heappop(slots))
+            self._wheel_entries -= len(bucket)
+            for wsi in bucket:
                 if wsi.end_ns is not None or wsi.leak is not None or wsi in visited:
                     continue
                 visited.add(wsi)
@@ -311,7 +411,7 @@ class Tracker:
                 yield from live
 
     def live_count(self) -> int:
-        return sum(len(s) for ctx in self._contexts.values() for s in ctx.live.values())
+        return self.live_total
 
     def suspect_wsis(self) -> Iterator[Wsi]:
         for by_role in self.suspects.values():
@@ -347,6 +447,29 @@ class Tracker:
         self._forget_suspect(wsi)
         wsi.end_ns = now
         wsi.end_reason = reason.value
+        self.live_total -= 1
+        # Ended wsis stay referenced by the wheel (until their slot is due, an hour for h1)
+        # and the eviction order: drop them once they outnumber the live ones.
+        keep = 2 * self.live_total + _STALE_SLACK
+        if self._wheel_entries > keep:
+            self._compact_wheel()
+        order = self._order
+        if order is not None and len(order) > keep:
+            self._order = deque(w for w in order if w.end_ns is None)
+
+    def _compact_wheel(self) -> None:
+        """Keep only the entries tick could still act on (live, not yet flagged)."""
+        wheel: dict[int, list[Wsi]] = {}
+        entries = 0
+        for slot, bucket in self._wheel.items():
+            kept = [w for w in bucket if w.end_ns is None and w.leak is None]
+            if kept:
+                wheel[slot] = kept
+                entries += len(kept)
+        self._wheel = wheel
+        self._wheel_slots = list(wheel)
+        heapq.heapify(self._wheel_slots)
+        self._wheel_entries = entries
 
     def _forget_suspect(self, wsi: Wsi) -> None:
         by_role = self.suspects.get(wsi.context)
@@ -358,6 +481,13 @@ class Tracker:
     def _end_span(self, wsi: Wsi, now: int) -> None:
         for cb in self._on_span_end:
             cb(wsi)
+
+    @staticmethod
+    def _mark_uncertain(wsi: Wsi) -> None:
+        extra = wsi.extra
+        if extra.attrs is None:
+            extra.attrs = {}
+        extra.attrs["lws.leak.uncertain"] = True
 
     def _add_event(self, wsi: Wsi, name: str, now: int, attrs: dict[str, Any] | None) -> None:
         extra = wsi.extra
@@ -373,3 +503,4 @@ class Tracker:
             heapq.heappush(self._wheel_slots, slot)
         else:
             bucket.append(wsi)
+        self._wheel_entries += 1

@@ -2,8 +2,10 @@
 
 Checks run cheapest and safest first: the token (nothing about the body is looked at before a
 caller is known), the Content-Type, the declared length, then the length actually read (a chunked
-or compressed body has no honest Content-Length). Bad lines do not fail the request: wire-v1
-rejects lines one by one, so the reply is 200 with this body's counts.
+or compressed body has no honest Content-Length; a compressed one is measured decompressed, so a
+gzip bomb stops at the limit). A body that cannot be read (a broken gzip stream, a torn chunked
+encoding) is a 400. Bad lines do not fail the request: wire-v1 rejects lines one by one, so the
+reply is 200 with this body's counts.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import hmac
 from typing import Final
 
 from aiohttp import hdrs, web
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestPayloadError
 
 from lwsobs.clock import now_ns
 from lwsobs.ingest.pipeline import Counts, IngestPipeline
@@ -43,7 +47,11 @@ def add_ingest_route(
         declared = request.content_length
         if declared is not None and declared > max_body:
             return _error(413, f"body of {declared} bytes is over the limit of {max_body}")
-        body = await _read(request, max_body)
+        try:
+            body = await _read(request, max_body)
+        except (RequestPayloadError, HttpProcessingError) as exc:
+            reason = " ".join(str(exc).split())[:160] or type(exc).__name__
+            return _error(400, f"body could not be read: {reason}")
         if body is None:
             return _error(413, f"body is over the limit of {max_body} bytes")
         counts = await _feed(pipeline, body)

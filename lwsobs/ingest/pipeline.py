@@ -139,20 +139,23 @@ class IngestPipeline:
         src = event.src
         if event.r == HELLO and self._hellos.get(src) != (event.pid, event.t):
             # a (re)start: its seq begins again, and it is back if it had said BYE. A HELLO
-            # seen before (same pid and time: a retried POST, a duplicated datagram) is not.
+            # seen before (same pid and time: a retried POST, a duplicated datagram) is not,
+            # nor is the HELLO of the process already heard, arriving after its later lines
+            # (a reorder: it is judged below as the duplicate it is).
             self._hellos[src] = (event.pid, event.t)
             self._hellos.move_to_end(src)
             if len(self._hellos) > self.max_sources:
                 self._hellos.popitem(last=False)
-            self.sequence.reset(src)
-            self._departed.pop(src, None)
+            if not self.sequence.is_behind(src, event.seq, event.t, event.mono):
+                self.sequence.reset(src)
+                self._departed.pop(src, None)
         elif self._departed and src in self._departed:
             if event.seq <= self._departed[src]:
                 # a straggler from before the BYE, reordered behind it: the source stays gone
                 self._count(self.duplicates, src, 1)
                 return
             del self._departed[src]  # lines after BYE without a HELLO: take them as a new start
-        verdict = self.sequence.observe(src, event.seq)
+        verdict = self.sequence.observe(src, event.seq, event.t, event.mono)
         self._heard(src, now)
         if not verdict.apply:
             self._count(self.duplicates, src, 1)

@@ -61,10 +61,12 @@ _DUPLICATE: Final = Verdict(Action.DUPLICATE)
 
 
 class _Source:
-    __slots__ = ("duplicates", "last", "lost")
+    __slots__ = ("duplicates", "last", "last_mono", "last_t", "lost")
 
     def __init__(self) -> None:
         self.last: int | None = None
+        self.last_t: int | None = None  # the producer's clocks on the last applied line
+        self.last_mono: int | None = None
         self.lost = 0
         self.duplicates = 0
 
@@ -81,8 +83,8 @@ class SequenceTracker:
         self.duplicates = 0  # lines at or below their source's last seq
         self.evictions = 0  # sources dropped to stay within max_sources
 
-    def observe(self, src: str, seq: int) -> Verdict:
-        """Judge line `seq` of `src` and remember it if applied."""
+    def observe(self, src: str, seq: int, t: int | None = None, mono: int | None = None) -> Verdict:
+        """Judge line `seq` of `src` and remember it if applied (with its `t` and `mono`)."""
         state = self._sources.get(src)
         if state is None:
             if len(self._sources) >= self.max_sources:
@@ -92,6 +94,9 @@ class SequenceTracker:
         else:
             self._sources.move_to_end(src)
         last = state.last
+        if last is None or seq > last:
+            state.last_t = t
+            state.last_mono = mono
         if last is None:
             state.last = seq
             return _FIRST
@@ -117,6 +122,20 @@ class SequenceTracker:
     def forget(self, src: str) -> None:
         """Drop `src` entirely (counters too; the totals keep them); call it after observing BYE."""
         self._sources.pop(src, None)
+
+    def is_behind(self, src: str, seq: int, t: int, mono: int | None) -> bool:
+        """True if line `seq` is at or below the last applied one *and* was made before it.
+
+        That is a straggler of the process already heard, not a restart: a restarted
+        producer's lines are made later (by CLOCK_MONOTONIC when both lines carry `mono`, which
+        no clock step moves, else by `t`).
+        """
+        state = self._sources.get(src)
+        if state is None or state.last is None or seq > state.last:
+            return False
+        if mono is not None and state.last_mono is not None:
+            return mono < state.last_mono
+        return state.last_t is not None and t < state.last_t
 
     def stats(self, src: str) -> SourceStats | None:
         state = self._sources.get(src)

@@ -96,6 +96,13 @@ def attach_ingest(app: web.Application, pipeline: IngestPipeline, config: Config
     add_ingest_route(app, pipeline, token=config.ingest_token, max_body=config.ingest_max_body)
 
     async def transports(app: web.Application) -> AsyncIterator[None]:
+        log.info(
+            "lwsobs ingest: POST /v1/events %s",
+            "requires the bearer token (LWSOBS_INGEST_TOKEN)"
+            if config.ingest_token
+            else "is open to whoever reaches the HTTP port (set LWSOBS_INGEST_TOKEN to require "
+            "a bearer token)",
+        )
         async with run_ingest(pipeline, config):
             yield
 

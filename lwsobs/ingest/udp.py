@@ -3,12 +3,15 @@
 A producer never waits for us: datagrams that find the kernel's receive buffer full are dropped
 silently (they come back only as sequence gaps). So the receiver drains the socket on every
 readiness, up to a bound per wakeup so other work on the loop still runs, and asks for a large
-receive buffer. Each wakeup has a time budget for parsing and applying. The first wakeup that
-overruns it hands the loop back and leaves the rest in the kernel's buffer (one slow event or a
-GC pause is no reason to lose lines). If the next wakeup overruns too, the pipeline is behind:
-the receiver keeps reading, but throws the rest of that wakeup's datagrams away, counted as
-overload. The loop stays responsive, and the loss is visible in lwsobs_ingest_dropped_total
-instead of hidden in the kernel.
+receive buffer. Each wakeup has a small time budget for parsing and applying (5 ms: under a
+flood every loop iteration costs at most that much, so /metrics and /healthz still answer in
+a few iterations). A wakeup that overruns it hands the loop back and leaves the rest in the
+kernel's buffer: a burst the buffer can hold is parsed in slices, nothing lost. The pipeline is
+behind when wakeups keep overrunning and the kernel's receive queue is over half full (the
+kernel would soon drop on its own), or when they have overrun for PATIENCE budgets in a row:
+then the receiver keeps reading, but throws the rest of each overrunning wakeup's datagrams
+away, counted as overload. The loop stays responsive, the data stays fresh, and the loss is
+visible in lwsobs_ingest_dropped_total instead of hidden in the kernel.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import asyncio
 import ipaddress
 import logging
 import socket
+import struct
 import time
 from typing import Any, Final
 
@@ -31,7 +35,10 @@ DEFAULT_PORT: Final = 7682
 MAX_DATAGRAM: Final = 65_507  # wire-v1: the largest UDP payload over IPv4
 RCVBUF_BYTES: Final = 4 * 1024 * 1024
 BATCH: Final = 256  # datagrams read per wakeup at most
-BUDGET_S: Final = 0.02  # time per wakeup for parsing and applying; beyond it, shed
+BUDGET_S: Final = 0.005  # time per wakeup for parsing and applying; beyond it, yield
+PATIENCE: Final = 200  # budgets (1 s) of overrunning wakeups in a row: shed whatever the queue
+SHED_FILL: Final = 0.5  # receive queue share (of the buffer) above which an overrun sheds
+SO_MEMINFO: Final = int(getattr(socket, "SO_MEMINFO", 55))  # Linux: the socket's memory use
 
 
 class DatagramReceiver:
@@ -54,10 +61,11 @@ class DatagramReceiver:
         self.max_datagram = max_datagram
         self.batch = batch
         self.budget_ns = round(budget_s * 1e9)
+        self.patience_ns = PATIENCE * self.budget_ns
         self.address: Any = sock.getsockname()  # (host, port) for UDP, the path for unix
         self.datagrams = 0  # read from the socket, fed or dropped
         self.wakeups = 0
-        self._behind = False  # the last wakeup overran its budget
+        self._behind_since: int | None = None  # first of the overrunning wakeups in a row
         # one buffer for every read, one byte larger than allowed: a full read is oversize
         self._view = memoryview(bytearray(max_datagram + 1))
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -73,6 +81,10 @@ class DatagramReceiver:
             self._loop.remove_reader(self._fd)
             self._loop = None
         self.sock.close()
+
+    def _queue_filling(self) -> bool:
+        fill = receive_queue_fill(self.sock)
+        return fill is not None and fill >= SHED_FILL
 
     def _drain(self) -> None:
         self.wakeups += 1
@@ -101,18 +113,37 @@ class DatagramReceiver:
                     overload += 1
                 else:
                     feed(bytes(view[:size]), transport, ANCHOR_NS + clock())
-                    if clock() >= deadline:
+                    now = clock()
+                    if now >= deadline:
                         over = True
-                        if not self._behind:
+                        since = self._behind_since
+                        if since is None:  # a first overrun only yields
+                            self._behind_since = now
                             break  # give the loop back; the rest waits in the kernel
-                        shedding = True
+                        if now - since < self.patience_ns and not self._queue_filling():
+                            break
+                        shedding = True  # behind: read on, but throw away
         finally:
-            self._behind = over
+            if not over:
+                self._behind_since = None
             self.datagrams += read
             if oversize:
                 self.pipeline.note_dropped(DropReason.OVERSIZE, oversize)
             if overload:
                 self.pipeline.note_dropped(DropReason.OVERLOAD, overload)
+
+
+def receive_queue_fill(sock: socket.socket) -> float | None:
+    """How full the kernel's receive queue is (0..1), or None where the kernel cannot say.
+
+    Linux's SO_MEMINFO gives the bytes queued (with their overhead) and the buffer size. A unix
+    datagram socket charges its queue to the senders, so it always reads as empty here.
+    """
+    try:
+        queued, size = struct.unpack_from("=2I", sock.getsockopt(socket.SOL_SOCKET, SO_MEMINFO, 36))
+    except (OSError, struct.error):
+        return None
+    return queued / size if size else None
 
 
 def set_receive_buffer(sock: socket.socket, size: int) -> int:
@@ -162,9 +193,15 @@ async def start_udp(
         raise
     bound_host, bound_port = sock.getsockname()[:2]
     where = str(HostPort(bound_host, bound_port))
-    if not is_loopback(bound_host):
+    loopback = is_loopback(bound_host)
+    if not loopback:
         log.warning(
             "udp ingest on %s is not loopback: anyone who reaches it can send events", where
         )
-    log.info("lwsobs ingest: udp on %s (receive buffer %d bytes)", where, granted)
+    log.info(
+        "lwsobs ingest: udp on %s (receive buffer %d bytes), %s",
+        where,
+        granted,
+        "loopback only" if loopback else "reachable from the network",
+    )
     return receiver

@@ -118,5 +118,10 @@ async def start_unix(
         with contextlib.suppress(OSError):
             os.unlink(path)
         raise
-    log.info("lwsobs ingest: unix datagrams on %s (receive buffer %d bytes)", path, granted)
+    log.info(
+        "lwsobs ingest: unix datagrams on %s (receive buffer %d bytes), mode %04o: this user only",
+        path,
+        granted,
+        SOCKET_MODE,
+    )
     return receiver

@@ -27,5 +27,9 @@ class OtlpExporter:
     def export(self, facts: Sequence[Fact]) -> bool:
         return self.sender.send(self.encoder.encode(facts))
 
+    def abort(self) -> None:
+        """Give up the export in progress now (called from another thread at shutdown)."""
+        self.sender.abort()
+
     def shutdown(self) -> None:
         self.sender.close()

@@ -5,15 +5,21 @@ The standard variables apply, per the OTLP exporter specification: the endpoint
 headers, timeout (milliseconds), compression (gzip or none), and the TLS certificate, client key
 and client certificate. Each export is one POST on a kept-alive connection; retryable answers
 (429, 502, 503, 504) and connection errors are retried with backoff until the timeout.
+
+`abort()` (from another thread, at shutdown) ends the export in progress at once: it cuts the
+connection under a blocked read, wakes the backoff sleep, and every later send fails at once.
 """
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import http.client
 import logging
 import os
+import socket
 import ssl
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -109,6 +115,7 @@ class OtlpHttpSender:
         if config.gzip:
             self._headers["Content-Encoding"] = "gzip"
         self._conn: http.client.HTTPConnection | None = None
+        self._aborted = threading.Event()
         self.failures = 0
         self.last_error: str | None = None
 
@@ -133,6 +140,10 @@ class OtlpHttpSender:
 
     def send(self, body: bytes) -> bool:
         """POST one request; True once the collector accepted it (2xx)."""
+        if self._aborted.is_set():
+            self.failures += 1
+            self.last_error = "aborted at shutdown"
+            return False
         if self.config.gzip:
             body = gzip.compress(body, compresslevel=5)
         deadline = time.monotonic() + self.config.timeout_s
@@ -154,12 +165,25 @@ class OtlpHttpSender:
                 self._close()
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 retry = True
+            if self._aborted.is_set():
+                self.failures += 1
+                self.last_error = f"aborted at shutdown ({self.last_error})"
+                return False
             if not retry or time.monotonic() + delay > deadline:
                 self.failures += 1
                 log.warning("OTLP export to %s failed: %s", self.config.endpoint, self.last_error)
                 return False
-            time.sleep(delay)
+            self._aborted.wait(delay)  # the backoff, cut short by abort()
             delay = min(delay * 2, 2.0)
+
+    def abort(self) -> None:
+        """Stop exporting now; safe from another thread while `send` blocks."""
+        self._aborted.set()
+        conn = self._conn
+        sock = None if conn is None else conn.sock
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)  # wakes a read blocked on a hanging backend
 
     def close(self) -> None:
         self._close()

@@ -4,6 +4,10 @@ Appending is the only per-request cost. The worker wakes every `delay_s` (or whe
 full), asks the sampler about each fact and hands the kept ones to every exporter (OTLP, the
 in-memory store), which encode them their own way. A full queue drops new facts and counts
 them: nothing is lost silently.
+
+A backend that hangs must not hold the process: `flush` waits a bounded time, and so does
+`shutdown`, which then aborts the export in progress (exporters with an `abort()` cut their
+connection) and counts what was left as dropped for `shutdown`.
 """
 
 from __future__ import annotations
@@ -23,6 +27,13 @@ from lwsobs.sinks.span_builder import ConnectionFact, SpanBuilder, snapshot
 log = logging.getLogger("lwsobs.spans")
 
 Fact = Transaction | ConnectionFact
+
+
+FLUSH_TIMEOUT_S = 1.0
+"""How long `flush` waits by default: an app's cleanup waits this long, then shutdown goes on."""
+SHUTDOWN_TIMEOUT_S = 2.0
+"""How long `shutdown` lets the worker export what is queued before it gives up."""
+ABORT_GRACE_S = 1.0  # after an abort, how long the worker gets to notice and stop
 
 
 class FactExporter(Protocol):
@@ -52,6 +63,7 @@ class SpanSink(NullSink):
         self._queue: deque[Fact] = deque()
         self._wake = threading.Event()
         self._stop = False
+        self._abandon = False  # shutdown gave up: export nothing more
         self._flush_requested = False
         self._idle = threading.Event()
         self._idle.set()
@@ -108,7 +120,7 @@ class SpanSink(NullSink):
     def _drain(self, everything: bool = True) -> None:
         queue = self._queue
         batch = self.batch_size
-        while len(queue) >= batch or (everything and queue):
+        while (len(queue) >= batch or (everything and queue)) and not self._abandon:
             self._idle.clear()
             take = min(len(queue), batch)
             facts = [queue.popleft() for _ in range(take)]
@@ -147,7 +159,7 @@ class SpanSink(NullSink):
         else:
             self.dropped["export_failed"] += len(facts)
 
-    def flush(self, timeout_s: float = 10.0) -> bool:
+    def flush(self, timeout_s: float = FLUSH_TIMEOUT_S) -> bool:
         """Wait until everything queued so far has been exported (or timed out)."""
         if self._thread is None:
             self._drain()
@@ -163,13 +175,27 @@ class SpanSink(NullSink):
             waited += 0.01
         return not self._queue and self._idle.is_set()
 
-    def shutdown(self, timeout_s: float = 10.0) -> None:
-        """Export what is queued, then stop the worker and the exporters."""
+    def shutdown(self, timeout_s: float = SHUTDOWN_TIMEOUT_S) -> None:
+        """Export what is queued within `timeout_s`, then stop the worker and the exporters.
+
+        If the backend still holds the worker then (it hangs, or is too slow for the queue),
+        the export in progress is aborted and whatever is still queued is counted as dropped
+        for `shutdown`: the process exits on time and the loss is visible.
+        """
         thread = self._thread
         if thread is not None:
             self._stop = True
             self._wake.set()
             thread.join(timeout_s)
+            if thread.is_alive():
+                self._abandon = True
+                self._abort_exports()
+                thread.join(ABORT_GRACE_S)
+                log.warning(
+                    "span export did not finish within %.1f s of shutdown; %d spans dropped",
+                    timeout_s,
+                    len(self._queue),
+                )
             self._thread = None
         else:
             self._drain()
@@ -181,6 +207,17 @@ class SpanSink(NullSink):
                 exporter.shutdown()
             except Exception:
                 log.exception("span exporter %s failed to shut down", type(exporter).__name__)
+
+    def _abort_exports(self) -> None:
+        """Cut the exports in progress (from another thread): exporters that can, stop now."""
+        for exporter in self.exporters:
+            abort = getattr(exporter, "abort", None)
+            if abort is None:
+                continue
+            try:
+                abort()
+            except Exception:
+                log.exception("span exporter %s failed to abort", type(exporter).__name__)
 
     # -- self-metrics ------------------------------------------------------------------------
 

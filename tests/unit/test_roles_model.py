@@ -70,12 +70,14 @@ def test_label_values() -> None:
         "finalized",
         "idle",
         "source_lost",
+        "evicted",
         "unreleased",
         "session_closed",
         "session_collected",
     ]
     assert [r.value for r in EndReason] == ["destroyed", "shutdown", "leaked"]
-    assert {LeakRule.IDLE, LeakRule.SOURCE_LOST, LeakRule.UNRELEASED} == SUSPECT_RULES
+    suspects = {LeakRule.IDLE, LeakRule.SOURCE_LOST, LeakRule.EVICTED, LeakRule.UNRELEASED}
+    assert suspects == SUSPECT_RULES
     assert SERVER_ROLES.isdisjoint(CLIENT_ROLES)
     assert Role.WS_SERVER in SERVER_ROLES and Role.WS_CLIENT in CLIENT_ROLES
     assert Role.LISTEN not in SERVER_ROLES | CLIENT_ROLES

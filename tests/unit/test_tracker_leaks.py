@@ -17,7 +17,7 @@ CERTAIN = [
     LeakRule.SESSION_CLOSED,
     LeakRule.SESSION_COLLECTED,
 ]
-SUSPECT = [LeakRule.IDLE, LeakRule.SOURCE_LOST, LeakRule.UNRELEASED]
+SUSPECT = [LeakRule.IDLE, LeakRule.SOURCE_LOST, LeakRule.EVICTED, LeakRule.UNRELEASED]
 
 
 def open_h1(tracker: Tracker, now: int = T0) -> tuple[Context, Wsi]:
