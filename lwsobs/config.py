@@ -13,6 +13,7 @@ from typing import Final, NamedTuple
 
 from lwsobs.core.policy import LeakPolicy, parse_idle_limits
 from lwsobs.core.roles import Role
+from lwsobs.core.tracker import DEFAULT_MAX_SOURCES, DEFAULT_MAX_WSIS
 from lwsobs.sinks.otlp_http import OtlpConfigError, OtlpHttpConfig
 
 
@@ -159,6 +160,8 @@ class Config:
     # (rule `unreleased`); aiohttp's own default total timeout is 300 s. None: never.
     client_acquire_limit_s: float | None = 300.0
     instrument_clients: bool = False  # instrument(app) also instruments every ClientSession
+    max_wsis: int = DEFAULT_MAX_WSIS  # live wsis at most; beyond it the oldest is evicted
+    max_source_labels: int = DEFAULT_MAX_SOURCES  # source label values; the rest -> "other"
 
     @property
     def policy(self) -> LeakPolicy:
@@ -207,4 +210,6 @@ class Config:
             ingest_max_body=_int(env, "LWSOBS_INGEST_MAX_BODY", DEFAULT_INGEST_MAX_BODY),
             client_acquire_limit_s=_seconds_or_off(env, "LWSOBS_CLIENT_ACQUIRE_LIMIT", 300.0),
             instrument_clients=_flag(env, "LWSOBS_INSTRUMENT_CLIENTS", False),
+            max_wsis=_int(env, "LWSOBS_MAX_WSIS", DEFAULT_MAX_WSIS),
+            max_source_labels=_int(env, "LWSOBS_MAX_SOURCE_LABELS", DEFAULT_MAX_SOURCES, minimum=0),
         )

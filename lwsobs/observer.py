@@ -24,7 +24,7 @@ from lwsobs.core.ids import Ids
 from lwsobs.core.model import Wsi
 from lwsobs.core.roles import LeakRule
 from lwsobs.core.tracker import Tracker
-from lwsobs.sinks.collector import LwsobsCollector
+from lwsobs.sinks.collector import LwsobsCollector, table_bounds
 from lwsobs.sinks.leak_log import LeakLog
 from lwsobs.sinks.live import LiveView
 from lwsobs.sinks.metrics import MetricsSink
@@ -48,7 +48,12 @@ def make_resource(service_name: str) -> Resource:
 class Observer:
     def __init__(self, config: Config | None = None, *, register_global: bool = False) -> None:
         self.config = config = config or Config.from_env()
-        self.tracker = Tracker(policy=config.policy, epoch_ns=now_ns())
+        self.tracker = Tracker(
+            policy=config.policy,
+            epoch_ns=now_ns(),
+            max_wsis=config.max_wsis,
+            max_sources=config.max_source_labels,
+        )
         self.ids = Ids(
             random.SystemRandom().getrandbits(64), join_traceparent=config.join_traceparent
         )
@@ -61,6 +66,7 @@ class Observer:
         self.tracker.add_sink(self.live)
         self.tracker.add_sink(LeakLog())
         self.collector = LwsobsCollector(self.tracker, self.metrics, self.ids)
+        self.collector.extra.append(lambda: table_bounds(self.tracker))
         if config.spans:
             builder = SpanBuilder(self.ids, _get_from_env_or_default())
             exporters: list[FactExporter] = []

@@ -207,3 +207,23 @@ def _gauge(
     for key in sorted(values):
         family.add_metric(list(key), values[key])
     return family
+
+
+def table_bounds(tracker: Tracker) -> Iterator[Metric]:
+    """What the Tracker's bounds cost: evicted wsis and source names folded into "other".
+
+    Both are 0 until a producer pushes past `max_wsis` / `max_sources`; a rise means the
+    table or the label set is at its cap and data is being forgotten, never silently.
+    """
+    evicted = CounterMetricFamily(
+        "lwsobs_wsi_evicted",
+        "live wsis dropped from the table to stay within LWSOBS_MAX_WSIS (flagged 'evicted')",
+    )
+    evicted.add_metric([], tracker.evicted)
+    yield evicted
+    folded = CounterMetricFamily(
+        "lwsobs_wsi_sources_folded",
+        'source names beyond LWSOBS_MAX_SOURCE_LABELS, counted under source="other"',
+    )
+    folded.add_metric([], tracker.sources_folded)
+    yield folded

@@ -48,8 +48,12 @@ def _number(value: float) -> str:
     return go_float(value)
 
 
-def _help(name: str, doc: str) -> str:
-    return "# HELP {} {}\n".format(name, doc.replace("\\", r"\\").replace("\n", r"\n"))
+def _help(name: str, doc: str, openmetrics: bool) -> str:
+    """HELP escapes backslash and newline; OpenMetrics also escapes double quotes."""
+    text = doc.replace("\\", r"\\").replace("\n", r"\n")
+    if openmetrics:
+        text = text.replace('"', r"\"")
+    return f"# HELP {name} {text}\n"
 
 
 def render(collector: LwsobsCollector, openmetrics: bool) -> str:
@@ -59,13 +63,13 @@ def render(collector: LwsobsCollector, openmetrics: bool) -> str:
     metrics = collector.metrics
     for name, doc, label_names, attr in COUNTERS:
         head = name if openmetrics else f"{name}_total"
-        out.append(_help(head, doc))
+        out.append(_help(head, doc, openmetrics))
         out.append(f"# TYPE {head} counter\n")
         for key, n in sorted(_relabel(getattr(metrics, attr)).items()):
             labels = _labels(tuple(zip(label_names, key, strict=True)))
             out.append(f"{name}_total{{{labels}}} {_number(n)}\n")
     for name, doc, attr in HISTOGRAMS:
-        out.append(_help(name, doc))
+        out.append(_help(name, doc, openmetrics))
         out.append(f"# TYPE {name} histogram\n")
         series: Mapping[tuple[str, Role], Histogram] = getattr(metrics, attr)
         for (source, role), hist in sorted(series.items(), key=_series_order):
@@ -110,7 +114,7 @@ def _generic(out: list[str], family: Metric, openmetrics: bool) -> None:
     """A small family (gauges, self-metric counters) as prometheus_client would write it."""
     name = family.name
     head = f"{name}_total" if family.type == "counter" and not openmetrics else name
-    out.append(_help(head, family.documentation))
+    out.append(_help(head, family.documentation, openmetrics))
     out.append(f"# TYPE {head} {family.type}\n")
     for sample in family.samples:
         labels = _labels(tuple(sample.labels.items())) if sample.labels else ""
