@@ -22,6 +22,9 @@ from lwsobs.replay import format_report, replay, report
 from lwsobs.service import PIPELINE, build_app
 
 log = logging.getLogger("lwsobs")
+# How long a SIGTERM waits for handlers still running (aiohttp's default is 60 s): an
+# observability service must get out of the way quickly and still end its spans as shutdown.
+SHUTDOWN_TIMEOUT_S = 3.0
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -119,6 +122,7 @@ def serve(args: argparse.Namespace, config: Config, observer: Observer | None = 
             host=args.host,
             port=args.port,
             access_log=None,
+            shutdown_timeout=SHUTDOWN_TIMEOUT_S,
             print=lambda msg: log.info(
                 "lwsobs on http://%s:%d (metrics /metrics, api /api/wsis /api/leaks /api/traces)%s",
                 args.host,

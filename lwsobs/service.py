@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import random
+import weakref
 
-from aiohttp import WSMsgType, web
+from aiohttp import WSCloseCode, WSMsgType, web
 
 from lwsobs.clock import now_ns
 from lwsobs.ingest.pipeline import IngestPipeline
@@ -40,11 +41,14 @@ def build_app(observer: Observer, *, ingest: bool = True) -> web.Application:
     app.router.add_get("/demo/error", error)
     app.router.add_get("/demo/ws", websocket_echo)
     app[OBSERVER] = observer
+    app[WEBSOCKETS] = weakref.WeakSet()
+    app.on_shutdown.append(close_websockets)
     return app
 
 
 OBSERVER = web.AppKey("lwsobs_observer", Observer)
 PIPELINE = web.AppKey("lwsobs_ingest_pipeline", IngestPipeline)
+WEBSOCKETS = web.AppKey("lwsobs_websockets", weakref.WeakSet[web.WebSocketResponse])
 
 
 async def index(request: web.Request) -> web.Response:
@@ -86,9 +90,18 @@ async def error(request: web.Request) -> web.Response:
 async def websocket_echo(request: web.Request) -> web.WebSocketResponse:
     ws = web.WebSocketResponse()
     await ws.prepare(request)
+    request.app[WEBSOCKETS].add(ws)
     async for msg in ws:
         if msg.type == WSMsgType.TEXT:
             await ws.send_str(msg.data)
         elif msg.type == WSMsgType.BINARY:
             await ws.send_bytes(msg.data)
     return ws
+
+
+async def close_websockets(app: web.Application) -> None:
+    """On shutdown, close open websockets: aiohttp would otherwise wait for each handler (up to
+    its shutdown timeout) before the connections end as `shutdown`."""
+    sockets = app[WEBSOCKETS]
+    for ws in list(sockets):
+        await ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown")
