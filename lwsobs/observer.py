@@ -64,7 +64,8 @@ class Observer:
         self.spans: SpanSink | None = None
         self.tracker.add_sink(self.metrics)
         self.tracker.add_sink(self.live)
-        self.tracker.add_sink(LeakLog())
+        self.leak_log = LeakLog()
+        self.tracker.add_sink(self.leak_log)
         self.collector = LwsobsCollector(self.tracker, self.metrics, self.ids)
         self.collector.extra.append(lambda: table_bounds(self.tracker))
         if config.spans:
@@ -117,6 +118,7 @@ class Observer:
         while self._finalized:
             self.tracker.flag(self._finalized.popleft(), now, LeakRule.FINALIZED)
         self.tracker.tick(now)
+        self.leak_log.flush()
 
     async def _tick_forever(self) -> None:
         while True:
@@ -158,6 +160,7 @@ class Observer:
             except Exception:
                 log.exception("closing a source failed")
         self.tracker.shutdown(now)
+        self.leak_log.flush()
         if self.spans is not None:
             self.spans.shutdown()
 
