@@ -22,7 +22,7 @@ from typing import Final, NamedTuple, ParamSpec, Protocol
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from lwsobs.ingest.sequence import DEFAULT_MAX_SOURCES, SequenceTracker
-from lwsobs.ingest.wire import BYE, HELLO, Event, RejectReason, parse_datagram
+from lwsobs.ingest.wire import BYE, HELLO, Event, RejectReason, parse_datagram, source_label
 
 NS: Final = 1_000_000_000
 DEFAULT_SILENCE_LIMIT_S: Final = 30.0
@@ -212,14 +212,16 @@ class IngestPipeline:
         counter[label] = counter.get(label, 0) + n
 
     def _label(self, src: str) -> str:
-        if src in self._labelled:
-            return src
+        """The program name (as the wsi metrics label it), or OTHER past the label limit."""
+        name = source_label(src)
+        if name in self._labelled:
+            return name
         if len(self._labelled) < self.max_label_sources:
-            self._labelled.add(src)
-            return src
-        if src not in self._folded:
+            self._labelled.add(name)
+            return name
+        if name not in self._folded:
             self.folded += 1
-            self._folded[src] = None
+            self._folded[name] = None
             if len(self._folded) > self.max_sources:
                 self._folded.popitem(last=False)
         return OTHER
@@ -250,13 +252,13 @@ class IngestPipeline:
         """
         values = dict(counted)
         room = self.max_label_sources - len(self._labelled)
-        for src in self._live:
-            if src in values:
+        for name in sorted({source_label(src) for src in self._live}):
+            if name in values:
                 continue
-            if src in self._labelled:
-                values[src] = 0
-            elif room > 0 and src not in self._folded:
-                values[src] = 0
+            if name in self._labelled:
+                values[name] = 0
+            elif room > 0 and name not in self._folded:
+                values[name] = 0
                 room -= 1
         return values
 

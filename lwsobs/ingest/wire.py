@@ -223,6 +223,19 @@ def _src(raw: object) -> str:
     return raw
 
 
+_LABEL_UNSAFE: Final = re.compile(r"[^A-Za-z0-9_.-]")
+
+
+def source_label(src: str) -> str:
+    """The bounded label of a producer: its program name (`myapp@host:4242` -> `myapp`).
+
+    `src` names one process instance; the program name survives restarts, so every metric that
+    has a `source` label (wsis and ingest alike) uses this, and restarts take no label slot.
+    """
+    name = src.partition("@")[0] or src
+    return _LABEL_UNSAFE.sub("_", name)[:32] or "lws"
+
+
 def _seq(raw: object) -> int:
     value = _int(raw)
     if value < 0:

@@ -26,11 +26,20 @@ def test_a_heard_source_has_lost_and_duplicates_at_zero() -> None:
     pipeline = IngestPipeline(RecordingConsumer())
     assert per_source(pipeline, "lwsobs_ingest_lost_total") == {}
     pipeline.feed_datagram(lines(line("app@h:1", 0), line("app@h:1", 1)), "udp", T0)
-    assert per_source(pipeline, "lwsobs_ingest_lost_total") == {"app@h:1": 0}
-    assert per_source(pipeline, "lwsobs_ingest_duplicates_total") == {"app@h:1": 0}
+    # labelled by program name, exactly as the wsi metrics label the same producer
+    assert per_source(pipeline, "lwsobs_ingest_lost_total") == {"app": 0}
+    assert per_source(pipeline, "lwsobs_ingest_duplicates_total") == {"app": 0}
     pipeline.feed_datagram(lines(line("app@h:1", 4), line("app@h:1", 4)), "udp", T0)
-    assert per_source(pipeline, "lwsobs_ingest_lost_total") == {"app@h:1": 2}
-    assert per_source(pipeline, "lwsobs_ingest_duplicates_total") == {"app@h:1": 1}
+    assert per_source(pipeline, "lwsobs_ingest_lost_total") == {"app": 2}
+    assert per_source(pipeline, "lwsobs_ingest_duplicates_total") == {"app": 1}
+
+
+def test_a_restarted_producer_keeps_its_label_and_takes_no_new_slot() -> None:
+    pipeline = IngestPipeline(RecordingConsumer(), max_label_sources=1)
+    pipeline.feed_datagram(lines(line("app@h:1", 0), line("app@h:1", 3)), "udp", T0)
+    pipeline.feed_datagram(lines(line("app@h:2", 0), line("app@h:2", 2)), "udp", T0)
+    assert per_source(pipeline, "lwsobs_ingest_lost_total") == {"app": 3}
+    assert pipeline.folded == 0
 
 
 def test_the_zero_series_ends_with_the_source_but_a_count_stays() -> None:
