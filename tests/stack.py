@@ -22,7 +22,7 @@ ALERTS_YML = ROOT / "deploy" / "alerts.yml"
 ALERTS_TEST_YML = ROOT / "deploy" / "alerts.test.yml"
 GRAFANA_PROVISIONING = ROOT / "deploy" / "grafana" / "provisioning"
 DASHBOARDS = ROOT / "dashboards"
-COMPOSE_SCHEMA = ROOT.parent / "shared" / "data" / "compose-spec.json"
+COMPOSE_SCHEMA = ROOT / "tests" / "data" / "compose-spec.json"
 
 METRIC_NAME = re.compile(r"\b(?:lwsobs_[a-z0-9_]+|up|ALERTS)\b")
 

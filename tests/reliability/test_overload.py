@@ -24,6 +24,7 @@ from tests.reliability.service_proc import lwsobs_serve, total
 FLOOD_S = 4.0
 ROOT = Path(__file__).resolve().parents[2]
 SRC = "flood@test:1"
+LABEL = "flood"  # per-source ingest counters are labelled by program name
 
 
 async def test_a_flood_is_shed_counted_and_probes_are_answered_throughout(
@@ -65,12 +66,12 @@ async def test_a_flood_is_shed_counted_and_probes_are_answered_throughout(
                 sock.sendto(last, ("127.0.0.1", svc.udp_port))
                 samples = await svc.scrape(session)
                 lines = total(samples, "lwsobs_ingest_lines_total", transport="udp")
-                lost = total(samples, "lwsobs_ingest_lost_total", source=SRC)
+                lost = total(samples, "lwsobs_ingest_lost_total", source=LABEL)
                 if lines + lost >= sent + 1:
                     break
                 assert time.monotonic() < deadline, (sent, lines, lost)
                 await asyncio.sleep(0.2)
-        duplicates = total(samples, "lwsobs_ingest_duplicates_total", source=SRC)
+        duplicates = total(samples, "lwsobs_ingest_duplicates_total", source=LABEL)
         shed = total(samples, "lwsobs_ingest_dropped_total", reason="overload")
     assert statuses and set(statuses) == {200}
     # every line sent was parsed or counted lost; repeats of the last line are duplicates
