@@ -8,7 +8,7 @@ PORT ?= 8080
 
 .PHONY: run serve test lint unit deps clean shim
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py lwsobs/ingest/_fastwire.c
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q -e '.[test]'
 	touch $(STAMP)

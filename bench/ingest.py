@@ -111,6 +111,23 @@ def bench_pipeline(lines: list[bytes], txns: int, spans: bool) -> dict[str, floa
     return {"callbacks_per_s": len(lines) / spent, "transactions_per_s": txns / spent}
 
 
+def bench_parse(lines: list[bytes]) -> tuple[float, float | None]:
+    """us per line of wire.parse_line_pure and of the C fast path (None when not built)."""
+    from lwsobs.ingest import wire
+
+    results: list[float | None] = []
+    for parse in (wire.parse_line_pure, wire.fast_parse):
+        if parse is None:
+            results.append(None)
+            continue
+        started = time.perf_counter()
+        for line in lines:
+            parse(line)
+        results.append((time.perf_counter() - started) / len(lines) * 1e6)
+    assert results[0] is not None
+    return results[0], results[1]
+
+
 def bench_json(lines: list[bytes]) -> float:
     started = time.perf_counter()
     for line in lines:
@@ -189,6 +206,7 @@ def main() -> None:
     logging.getLogger("lwsobs").setLevel(logging.ERROR)
     lines, txns = recording(args.lines)
     base = bench_json(lines)
+    pure_us, fast_us = bench_parse(lines)
     metrics = bench_pipeline(lines, txns, spans=False)
     spans = bench_pipeline(lines, txns, spans=True)
     udp = asyncio.run(bench_udp(lines))
@@ -213,6 +231,11 @@ def main() -> None:
         )
         print(f"  {name:<40} {rate:>12,.0f}/s  {verdict}")
     print(f"  UDP: applied {udp['applied']:,.0f}, lost (sequence gaps) {udp['lost']:,.0f}")
+    from lwsobs.ingest import wire
+
+    fast = "not built" if fast_us is None else f"{fast_us:.2f} us/line"
+    path = "C fast path" if wire._fast_parse is not None else "pure Python (LWSOBS_PURE_PYTHON)"
+    print(f"  parse_line: pure {pure_us:.2f} us/line, fast {fast}; pipeline used: {path}")
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ short and safe to log: it never echoes more than a few dozen characters of the i
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Callable, Mapping
 from enum import IntEnum, StrEnum
@@ -289,6 +290,16 @@ def parse_line(line: bytes) -> Event | Rejection:
     simply not set. Fields this version does not know are ignored (the spec extends only by
     adding optional fields).
     """
+    fast = _fast_parse
+    if fast is not None:
+        event = fast(line)
+        if event is not None:
+            return event
+    return parse_line_pure(line)
+
+
+def parse_line_pure(line: bytes) -> Event | Rejection:
+    """parse_line without the C fast path: the reference the fast path must agree with."""
     if len(line) > MAX_LINE_BYTES:
         return Rejection(RejectReason.TOO_LONG, f"{len(line)} bytes, limit {MAX_LINE_BYTES}")
     try:
@@ -343,12 +354,78 @@ def parse_datagram(data: bytes) -> tuple[list[Event], list[Rejection]]:
     """Split a datagram or body on newlines and judge each non-empty line; both lists keep order."""
     events: list[Event] = []
     rejections: list[Rejection] = []
+    fast = _fast_parse
     for line in data.split(b"\n"):
         if not line:
             continue
-        result = parse_line(line)
+        # parse_line, inlined: this is the hot loop
+        result: Event | Rejection | None = fast(line) if fast is not None else None
+        if result is None:
+            result = parse_line_pure(line)
         if isinstance(result, Event):
             events.append(result)
         else:
             rejections.append(result)
     return events, rejections
+
+
+# -- the C fast path (lwsobs/ingest/_fastwire.c) ---------------------------------------------------
+
+# the C code re-implements these validators (and these two patterns) for the lines it accepts
+_FAST_KINDS: Final[Mapping[Callable[[object], object], str]] = {
+    _src: "src",
+    _seq: "seq",
+    _int: "int",
+    _hex: "hex",
+    _text: "text",
+    _bool: "bool",
+}
+_FAST_PATTERNS: Final = (
+    (_SRC, r"[A-Za-z0-9._:@-]{1,64}"),
+    (_HEX, rf"(?:0[xX])?([0-9A-Fa-f]{{1,{MAX_HEX_DIGITS}}})"),
+)
+
+
+def _load_fast() -> Callable[[bytes], Event | None] | None:
+    """The C parser, configured from this module's field table; None if absent or out of step.
+
+    It returns an Event only for lines it is certain about and None for the rest, which
+    parse_line_pure then judges, so its absence changes speed, never results.
+    """
+    try:
+        from lwsobs.ingest import _fastwire
+    except ImportError:
+        return None
+    if any(regex.pattern != expected for regex, expected in _FAST_PATTERNS):
+        return None
+    required = dict(_REQUIRED)
+    spec: list[tuple[str, str, bool]] = []
+    for name in Event._fields:
+        if name == "v":
+            spec.append((name, "version", True))
+            continue
+        check = required.get(name) or _OPTIONAL.get(name)
+        kind = None if check is None else _FAST_KINDS.get(check)
+        if kind is None:
+            return None
+        spec.append((name, kind, name in required))
+    try:
+        _fastwire.configure(
+            Event, tuple(spec), MAX_LINE_BYTES, MAX_TEXT_BYTES, MAX_HEX_DIGITS, WIRE_VERSION
+        )
+    except (TypeError, ValueError):
+        return None
+    parse: Callable[[bytes], Event | None] = _fastwire.parse
+    return parse
+
+
+fast_parse: Final = _load_fast()  # None when the extension is not built (or out of step)
+_fast_parse = None if os.environ.get("LWSOBS_PURE_PYTHON", "") not in ("", "0") else fast_parse
+
+
+def use_fast_path(enabled: bool) -> bool:
+    """Switch parse_line/parse_datagram to the C fast path or off it (LWSOBS_PURE_PYTHON=1 starts
+    off); returns whether the fast path is now in use, False when it is not built."""
+    global _fast_parse
+    _fast_parse = fast_parse if enabled else None
+    return _fast_parse is not None

@@ -1,0 +1,14 @@
+"""Types of the C fast path (_fastwire.c); wire.py configures it and is its only caller."""
+
+from typing import Any
+
+def configure(
+    event: type[tuple[Any, ...]],
+    spec: tuple[tuple[str, str, bool], ...],
+    max_line: int,
+    max_text: int,
+    max_hex: int,
+    version: int,
+    /,
+) -> None: ...
+def parse(line: bytes, /) -> Any: ...
