@@ -22,7 +22,7 @@ import sys
 import time
 
 T0 = time.time_ns()
-RATE = 60_000  # lines/s the UDP sender paces itself to (bursts of one datagram)
+RATE = 250_000  # lines/s the UDP sender paces itself to (--rate; bursts of one datagram)
 TARGET_CALLBACKS = 200_000
 TARGET_TRANSACTIONS = 50_000
 
@@ -135,7 +135,7 @@ def bench_json(lines: list[bytes]) -> float:
     return len(lines) / (time.perf_counter() - started)
 
 
-async def bench_udp(lines: list[bytes]) -> dict[str, float]:
+async def bench_udp(lines: list[bytes], rate: int) -> dict[str, float]:
     from lwsobs.config import Config, HostPort
     from lwsobs.ingest.pipeline import IngestPipeline
     from lwsobs.ingest.service import run_ingest
@@ -158,6 +158,8 @@ async def bench_udp(lines: list[bytes]) -> dict[str, float]:
             __file__,
             "--send",
             str(port),
+            "--rate",
+            str(rate),
             stdin=asyncio.subprocess.PIPE,
         )
         started = time.perf_counter()
@@ -177,7 +179,7 @@ async def bench_udp(lines: list[bytes]) -> dict[str, float]:
     }
 
 
-def send(port: int) -> None:
+def send(port: int, rate: int) -> None:
     """Child: send the datagrams from stdin (NUL-separated) as fast as the socket takes them."""
     payload = sys.stdin.buffer.read()
     started = time.perf_counter()
@@ -186,7 +188,7 @@ def send(port: int) -> None:
         for datagram in payload.split(b"\0"):
             sock.sendto(datagram, ("127.0.0.1", port))
             sent_lines += datagram.count(b"\n")
-            ahead = sent_lines / RATE - (time.perf_counter() - started)
+            ahead = sent_lines / rate - (time.perf_counter() - started)
             if ahead > 0:
                 time.sleep(ahead)
 
@@ -194,10 +196,11 @@ def send(port: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--lines", type=int, default=300_000)
+    parser.add_argument("--rate", type=int, default=RATE, help="UDP sender pace, lines/s")
     parser.add_argument("--send", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.send:
-        send(args.send)
+        send(args.send, args.rate)
         return
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {0})
@@ -209,7 +212,7 @@ def main() -> None:
     pure_us, fast_us = bench_parse(lines)
     metrics = bench_pipeline(lines, txns, spans=False)
     spans = bench_pipeline(lines, txns, spans=True)
-    udp = asyncio.run(bench_udp(lines))
+    udp = asyncio.run(bench_udp(lines, args.rate))
     print(
         f"lwsobs ingest bench: {len(lines):,} lws callback lines, {txns:,} transactions, "
         f"python {sys.version.split()[0]}, 2 CPUs (receiver on core 0, sender on core 1)"
@@ -218,7 +221,11 @@ def main() -> None:
         ("baseline: json.loads per line", base, None),
         ("pipeline, metrics only", metrics["callbacks_per_s"], TARGET_CALLBACKS),
         ("pipeline, spans on (transactions/s)", spans["transactions_per_s"], TARGET_TRANSACTIONS),
-        (f"UDP into the service (sent at {RATE:,}/s)", udp["callbacks_per_s"], TARGET_CALLBACKS),
+        (
+            f"UDP into the service (sent at {args.rate:,}/s)",
+            udp["callbacks_per_s"],
+            TARGET_CALLBACKS,
+        ),
     ]
     for name, rate, target in rows:
         verdict = (
