@@ -21,27 +21,39 @@ with identity = (context pointer, wsi pointer, generation):
 - peers are normalised: an IPv4-mapped IPv6 address (dual-stack listeners) becomes the IPv4
   address, so the peer of 17 ("[::ffff:a.b.c.d]:port") and of 19 ("::ffff:a.b.c.d") agree;
 - a WSI_CREATE on a live server pointer means the old wsi never got its WSI_DESTROY: it is a
-  certain leak (identity_reused) and a new wsi starts;
+  certain leak (identity_reused) and a new wsi starts. So does the accept's WSI_CREATE (the one
+  that follows a 17) on a live client pointer: an accepted connection is never a client
+  reconnecting, the client's WSI_DESTROY was lost;
 - transactions run from FILTER_HTTP_CONNECTION (18) (HTTP_CONFIRM_UPGRADE (86) for upgrades) to
   DROP with "lws_http_transaction_completed", HTTP_FILE_COMPLETION, CLOSED_HTTP or WSI_DESTROY;
   the closing DROP is never relied on; client transactions from the handshake to
   COMPLETED_CLIENT_HTTP;
 - ESTABLISHED (0) makes a server wsi ws-server, CLIENT_ESTABLISHED (3) a client ws-client;
 - CONTEXT_DESTROYED, BYE or a restart (HELLO again under the same source) end every context
-  left: live wsis are certain leaks (context_destroyed); a silent source makes them suspects.
+  left: live wsis are certain leaks (context_destroyed); a silent source makes them suspects;
+- lost lines (a sequence gap) make the source uncertain for good: every context it has, and
+  every context it opens later, is `Context.uncertain`, so each leak finding on its wsis from
+  then on (whatever the rule: idle, evicted, context_destroyed...) carries
+  `lws.leak.uncertain`;
+- at most `max_sources` sources are kept (least recently heard first out). A new source beyond
+  it first pushes out the least recently heard one without contexts (all destroyed, or none
+  yet; counted as `sources_forgotten`); failing that, the least recently heard one anyway: its
+  live wsis become suspects (source_lost, as for silence) and its contexts end (counted as
+  `sources_evicted`). A source pushed out that speaks again starts afresh.
 Everything uses the producer's own timestamps (`t`).
 """
 
 from __future__ import annotations
 
 import re
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from lwsobs.core.model import Context, Wsi
 from lwsobs.core.roles import LeakRule, Role
 from lwsobs.core.tracker import Tracker
+from lwsobs.ingest.sequence import DEFAULT_MAX_SOURCES
 from lwsobs.ingest.wire import Event, PseudoEvent
 from lwsobs.sources.lws_reasons import LwsReason as R
 from lwsobs.sources.lws_reasons import is_fake_wsi
@@ -145,16 +157,32 @@ class _ContextState:
 class _SourceState:
     label: str
     contexts: dict[str, _ContextState] = field(default_factory=dict)
-    uncertain: bool = False  # lines were lost: leak findings are marked uncertain
+    uncertain: bool = False  # lines were lost: its contexts are (and will be) uncertain
 
 
 class LwsDecoder:
-    """Implements ingest.pipeline.EventConsumer; one decoder serves every lws source."""
+    """Implements ingest.pipeline.EventConsumer; one decoder serves every lws source.
 
-    def __init__(self, tracker: Tracker) -> None:
+    `max_sources` bounds the sources it keeps state for (the ingest pipeline remembers as many
+    by default, so a source it still hears is not pushed out here first).
+    """
+
+    def __init__(self, tracker: Tracker, *, max_sources: int = DEFAULT_MAX_SOURCES) -> None:
+        if max_sources < 1:
+            raise ValueError(f"max_sources must be at least 1, got {max_sources}")
         self.tracker = tracker
+        self.max_sources = max_sources
         self._sources: dict[str, _SourceState] = {}
+        # the same names least recently heard first: all of them, and those without contexts
+        self._heard: OrderedDict[str, None] = OrderedDict()
+        self._idle: OrderedDict[str, None] = OrderedDict()
+        self._recent: _SourceState | None = None  # heard last: already last in both orders
         self.stats: Counter[str] = Counter()
+
+    @property
+    def source_count(self) -> int:
+        """The sources the decoder keeps state for (at most `max_sources`)."""
+        return len(self._sources)
 
     # -- EventConsumer -----------------------------------------------------------------------
 
@@ -178,9 +206,11 @@ class LwsDecoder:
                 self.tracker.touch(known.wsi, event.t)
 
     def lines_lost(self, src: str, count: int) -> None:
-        source = self._sources.get(src)
-        if source is not None:
-            source.uncertain = True
+        """Lines of `src` went missing: whatever it has or opens from now on is uncertain."""
+        source = self._source(src)
+        source.uncertain = True
+        for state in source.contexts.values():
+            state.ctx.uncertain = True
         self.stats["lines_lost"] += count
 
     def source_silent(self, src: str, now_ns: int) -> None:
@@ -196,10 +226,54 @@ class LwsDecoder:
     # -- sources and contexts ----------------------------------------------------------------
 
     def _source(self, src: str) -> _SourceState:
+        """The state of `src`, created if new; either way it is now the most recently heard."""
         source = self._sources.get(src)
         if source is None:
-            source = self._sources[src] = _SourceState(source_label(src))
+            return self._new_source(src)
+        if source is not self._recent:  # a run of events from one source moves nothing
+            self._recent = source
+            self._heard.move_to_end(src)
+            if not source.contexts:
+                self._idle.move_to_end(src)
         return source
+
+    def _new_source(self, src: str) -> _SourceState:
+        while len(self._sources) >= self.max_sources:
+            self._make_room()
+        source = self._recent = self._sources[src] = _SourceState(source_label(src))
+        self._heard[src] = None
+        self._idle[src] = None
+        return source
+
+    def _make_room(self) -> None:
+        """Forget one source: the least recently heard without contexts, else the least
+        recently heard of all, whose live wsis become suspects (it may simply be quiet)."""
+        if self._idle:
+            src = next(iter(self._idle))
+            self._forget(src)
+            self.stats["sources_forgotten"] += 1
+            return
+        src = next(iter(self._heard))
+        self._give_up(src, self._sources[src])
+        self.stats["sources_evicted"] += 1
+
+    def _give_up(self, src: str, source: _SourceState) -> None:
+        """Drop `src` while it still has contexts: its live wsis are flagged source_lost (a
+        suspect, as for silence), then its contexts end without a certain finding."""
+        for key in list(source.contexts):
+            ctx = source.contexts[key].ctx
+            live = sorted((w for wsis in ctx.live.values() for w in wsis), key=_serial)
+            # the last thing known of the source: no other clock says when it went away
+            now = max((w.last_ns for w in live), default=source.contexts[key].first_t)
+            for wsi in live:
+                self._flag(source, wsi, now, LeakRule.SOURCE_LOST)
+            self._end_context(src, source, key, now, counted=False)
+        self._forget(src)
+
+    def _forget(self, src: str) -> None:
+        self._sources.pop(src, None)
+        self._heard.pop(src, None)
+        self._idle.pop(src, None)
 
     def _context(self, event: Event) -> _ContextState:
         source = self._source(event.src)
@@ -207,6 +281,10 @@ class LwsDecoder:
         state = source.contexts.get(key)
         if state is None:
             ctx = self.tracker.context(source.label, f"{event.src}/{key}")
+            if source.uncertain:
+                ctx.uncertain = True  # lines of this source were lost: maybe some of this one
+            if not source.contexts:
+                self._idle.pop(event.src, None)
             state = source.contexts[key] = _ContextState(ctx, event.t)
         return state
 
@@ -216,17 +294,23 @@ class LwsDecoder:
         if source is None:
             return
         for key in list(source.contexts):
-            self._end_context(source, key, now)
+            self._end_context(src, source, key, now)
 
-    def _end_context(self, source: _SourceState, key: str, now: int) -> None:
+    def _end_context(
+        self, src: str, source: _SourceState, key: str, now: int, *, counted: bool = True
+    ) -> None:
         state = source.contexts.pop(key, None)
         if state is None:
             return
+        if not source.contexts:
+            self._idle[src] = None
         if source.uncertain:
             for known in state.wsis.values():
                 if known.wsi is not None and known.wsi.live:
-                    self._mark_uncertain(known.wsi)
+                    self._mark_uncertain(known.wsi)  # a suspect from before the loss too
         self.tracker.context_destroyed(state.ctx, now, graceful=False)
+        if not counted:  # given up, not ended: what it left is not known to have failed
+            return
         self.stats["unclassified_at_teardown"] += sum(
             1 for known in state.wsis.values() if known.wsi is None and known.created
         )
@@ -242,16 +326,18 @@ class LwsDecoder:
         if r == PseudoEvent.HELLO:
             if event.src in self._sources:  # a restart under the same name: the old process died
                 self._end_contexts(event.src, event.t)
-                self._sources.pop(event.src, None)
+                self._forget(event.src)
             self._source(event.src)
         elif r == PseudoEvent.CONTEXT_DESTROY_BEGIN:
             self.tracker.context_closing(self._context(event).ctx)
         elif r == PseudoEvent.CONTEXT_DESTROYED:
             source = self._source(event.src)
-            self._end_context(source, event.ctx or "0", event.t)
+            self._end_context(event.src, source, event.ctx or "0", event.t)
         elif r == PseudoEvent.BYE:
             self._end_contexts(event.src, event.t)
-            self._sources.pop(event.src, None)
+            self._forget(event.src)
+        elif event.src in self._sources:  # a heartbeat (or another pseudo-event): it is alive
+            self._source(event.src)
 
     # -- wsi bookkeeping ---------------------------------------------------------------------
 
@@ -320,7 +406,12 @@ class LwsDecoder:
             # that connected) took: lws 4.1's synchronous DNS failure.
             self.stats["client_connect_failed_silently"] += 1
             known = None
-        if known is not None and known.client and (known.wsi is None or known.wsi.live):
+        if (
+            known is not None
+            and known.client
+            and (known.wsi is None or known.wsi.live)
+            and not accept  # an accepted connection took the pointer: the client's 30 was lost
+        ):
             if known.created and not known.redirecting:
                 self.stats["client_recreated"] += 1
             known.created = True  # connected (or reconnected after a redirect): same wsi
@@ -514,6 +605,10 @@ class LwsDecoder:
                 self._open(state, known, Role.INTERNAL, event)
         assert known.wsi is not None
         self.tracker.destroy(known.wsi, event.t)
+
+
+def _serial(wsi: Wsi) -> int:
+    return wsi.serial
 
 
 Handler = Callable[[LwsDecoder, _ContextState, Event], None]

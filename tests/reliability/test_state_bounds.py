@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 import time
+import tracemalloc
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from lwsobs.core.policy import LeakPolicy
 from lwsobs.core.roles import LeakRule, Role
 from lwsobs.core.tracker import OTHER_SOURCE, Tracker
 from lwsobs.ingest.pipeline import IngestPipeline
+from lwsobs.ingest.sequence import DEFAULT_MAX_SOURCES
 from lwsobs.sinks.collector import LwsobsCollector
 from lwsobs.sinks.exposition import render
 from lwsobs.sinks.live import LiveView
@@ -323,5 +325,69 @@ def test_endless_new_sources_keep_label_values_and_ingest_state_bounded() -> Non
     )
     record(
         "state: memory per new source (decoder state included)",
-        f"{r['rss_per_source']:.0f} B (the decoder keeps each source: see docs/reliability.md)",
+        f"{r['rss_per_source']:.0f} B (the decoder keeps at most {DEFAULT_MAX_SOURCES:,})",
+    )
+
+
+def decoder_records() -> int:
+    """Live records of the lws decoder's own state (sources, contexts, pointers)."""
+    gc.collect()
+    return sum(1 for obj in gc.get_objects() if type(obj).__module__ == LwsDecoder.__module__)
+
+
+def test_endless_new_sources_keep_the_lws_decoder_bounded() -> None:
+    """20,000 producers, each a HELLO and one accepted connection, never heard again, through
+    the pipeline into the decoder, both with their default source limits (the same). Past the
+    limit each new source pushes out the least recently heard one: its two live wsis become
+    suspects (source_lost) and leave the table with their context; the decoder holds as many
+    records after 20,000 sources as at its limit."""
+    tracker = Tracker([metrics := MetricsSink()], max_wsis=CAP, epoch_ns=T0)
+    before = decoder_records()
+    decoder = LwsDecoder(tracker)
+    pipeline = IngestPipeline(decoder)
+    limit = decoder.max_sources
+    assert limit == pipeline.max_sources == DEFAULT_MAX_SOURCES
+    records: dict[str, int] = {}
+    traced: dict[str, int] = {}
+    tracemalloc.start()
+    try:
+        now = T0
+        for n in range(SOURCES):
+            lines: list[dict[str, Any]] = [
+                {"r": -1, "pid": n},
+                {"r": 17, "wsi": "10", "afd": 7, "peer": "127.0.0.1:1"},
+                {"r": 29, "wsi": "a1", "fd": -1},
+            ]
+            src = f"prog{n}@host:{n}"
+            body = b"\n".join(
+                json.dumps({"v": 1, "src": src, "seq": i, "t": now, "ctx": "c", **line}).encode()
+                for i, line in enumerate(lines)
+            )
+            now += MS
+            pipeline.feed_lines(body, "udp", now)
+            if n + 1 in (limit, SOURCES):
+                stage = "limit" if n + 1 == limit else "end"
+                records[stage] = decoder_records() - before
+                traced[stage] = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    # the decoder itself, and per kept source: its state, one context, two pointers
+    assert records == {"limit": 1 + 4 * limit, "end": 1 + 4 * limit}
+    assert pipeline.consumer_errors == 0
+    assert decoder.source_count == limit
+    assert decoder.stats["sources_evicted"] == SOURCES - limit
+    assert tracker.live_total == 2 * limit and table_is_consistent(tracker)
+    assert sum(1 for _ in tracker.contexts) == limit
+    lost = sum(n for (_, _, rule), n in metrics.leaked.items() if rule == "source_lost")
+    assert lost == sum(metrics.leaked.values()) == 2 * (SOURCES - limit)
+    record(
+        "state: 20,000 new lws sources, decoder limit",
+        f"{limit:,} kept ({records['end']:,} decoder records at the limit and at the end), "
+        f"{decoder.stats['sources_evicted']:,} pushed out (their wsis suspects source_lost)",
+    )
+    record(
+        "state: traced memory at the decoder's source limit / after 20,000 sources",
+        f"{traced['limit'] / 2**20:.1f} MiB ({traced['limit'] / limit:,.0f} B per source, "
+        f"Tracker included) / {traced['end'] / 2**20:.1f} MiB (ended wsis the Tracker has not "
+        "compacted yet)",
     )

@@ -6,6 +6,7 @@ wire-v1 events; the assertions are on the Tracker's table, transactions and leak
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 import pytest
@@ -19,6 +20,7 @@ from lwsobs.core.tracker import Tracker
 from lwsobs.ingest.wire import Event
 from lwsobs.sinks.span_builder import SpanBuilder, snapshot
 from lwsobs.sources.lws import LwsDecoder, normalise_peer, source_label
+from tests.reliability.consumers import table_is_consistent
 
 T0 = 1_800_000_000_000_000_000
 SRC = "testapp@host:4242"
@@ -442,3 +444,247 @@ def test_ipv6_peer_keeps_address_and_port_apart_in_span_attributes() -> None:
     attrs = SpanBuilder(Ids(1), ALWAYS_ON).connection(snapshot(conn)).attributes
     assert (attrs["network.peer.address"], attrs["network.peer.port"]) == ("fe80::1:2", 80)
     assert s.decoder.stats["peer_mismatch"] == 0
+
+
+# -- a lost client WSI_DESTROY, then an accept on its pointer --------------------------------------
+
+
+def ws_client(s: Script, wsi: str) -> None:
+    """A websocket client that connected and is up (lws 4.1.6 order)."""
+    s(85, wsi, fd=-1)
+    s(19, wsi, fd=8, peer="127.0.0.1")
+    s(29, wsi, fd=8)
+    s(24, wsi, fd=8)
+    s(44, wsi, fd=8, status=101)
+    s(2, wsi, fd=8)
+    s(3, wsi, fd=8)
+
+
+@pytest.mark.parametrize("lost", [True, False])
+def test_an_accept_on_a_live_client_pointer_is_a_reuse_not_a_reconnect(lost: bool) -> None:
+    """The client's 75 and 30 never arrived; the next accepted connection got its pointer.
+
+    That accept's WSI_CREATE follows its 17: it is a server wsi, and the client a certain leak
+    (identity_reused), marked uncertain exactly when lines were lost.
+    """
+    s = Script()
+    ws_client(s, "k1")
+    (client,) = s.rec.opened
+    if lost:
+        s.decoder.lines_lost(SRC, 2)  # the client's 75 and 30
+    accept(s, "k1", fd=9, peer="127.0.0.1:50001")
+    assert [(w, rule, certain) for w, rule, certain in s.rec.flags] == [
+        (client, "identity_reused", True)
+    ]
+    assert client.role is Role.WS_CLIENT and not client.live
+    assert bool((client.attrs or {}).get("lws.leak.uncertain")) is lost
+    server = s.rec.opened[-1]
+    assert server.role is Role.H1_SERVER and server.peer == "127.0.0.1:50001"
+    s(18, "k1", fd=9, uri="/")
+    s(50, "k1", fd=9, why="lws_http_transaction_completed")
+    s(5, "k1", fd=9)
+    s(30, "k1", fd=-1)
+    assert s.rec.destroyed == [server] and [t.path for t in s.rec.txns if t.wsi is server] == ["/"]
+    assert s.live() == {"listen": 1} and s.decoder.stats["client_recreated"] == 0
+
+
+def test_a_redirect_reconnect_is_still_the_same_client_after_an_unrelated_accept() -> None:
+    """A 17 whose WSI_CREATE came (another pointer) does not make the client's later
+    reconnect on its own pointer an accept."""
+    s = Script()
+    s(85, "k1", fd=-1)
+    s(19, "k1", fd=7, peer="127.0.0.1")
+    s(29, "k1", fd=7)
+    s(24, "k1", fd=7)
+    s(104, "k1", fd=7)
+    s(76, "k1", fd=7, why="lws_client_reset")
+    s(85, "k1", fd=-1)
+    accept(s, "a1", fd=9)
+    s(29, "k1", fd=8)  # the redirect's reconnect
+    s(44, "k1", fd=8, status=200)
+    s(47, "k1", fd=8)
+    s(30, "k1", fd=-1)
+    assert not s.rec.flags
+    assert [w.role for w in s.rec.opened] == [Role.H1_CLIENT, Role.LISTEN, Role.H1_SERVER]
+
+
+# -- lost lines make every later finding of the source uncertain -----------------------------------
+
+HOUR = 3600 * 10**9
+IDLE_LIMIT = 3900 * 10**9  # LeakPolicy's default for h1-server
+
+
+def uncertain(wsi: Wsi) -> bool:
+    return bool((wsi.attrs or {}).get("lws.leak.uncertain"))
+
+
+@pytest.mark.parametrize("lost", [True, False])
+def test_after_a_loss_idle_and_teardown_findings_are_uncertain(lost: bool) -> None:
+    """A loss on a source the decoder knew only from untracked (fake-wsi) lines: the context it
+    opens afterwards is uncertain, so the idle rule (run by the Tracker, not the decoder) and
+    the teardown both mark their findings; without the loss neither does."""
+    s = Script()
+    s(27, "fake1", fake=True)  # PROTOCOL_INIT: the source is heard, nothing is tracked
+    if lost:
+        s.decoder.lines_lost(SRC, 1)
+    accept(s, "a1")
+    idle_server = s.rec.opened[-1]
+    accept(s, "a2", fd=8)
+    s(18, "a2", uri="/slow")  # a transaction in progress is never idle
+    assert s.tracker.tick(T0 + IDLE_LIMIT + HOUR) == [idle_server]
+    assert uncertain(idle_server) is lost  # when sinks see the finding, not only later
+    s(-4)
+    rules = [(w.role, rule, certain) for w, rule, certain in s.rec.flags]
+    assert rules == [
+        (Role.H1_SERVER, "idle", False),
+        (Role.LISTEN, "context_destroyed", True),
+        (Role.H1_SERVER, "context_destroyed", True),
+    ]
+    assert [uncertain(w) for w, _, _ in s.rec.flags] == [lost, lost, lost]
+
+
+def test_a_loss_makes_the_contexts_already_open_uncertain_too() -> None:
+    s = Script()
+    accept(s, "a1")  # context c1, before the loss
+    s.decoder.lines_lost(SRC, 5)
+    s(17, "l2", ctx="c2", afd=3)  # context c2, after it
+    (ctx1, ctx2) = {w.context for w in s.rec.opened}
+    assert ctx1.uncertain and ctx2.uncertain
+    s.decoder.source_silent(SRC, T0 + HOUR)
+    assert len(s.rec.flags) == 3 and all(uncertain(w) for w, _, _ in s.rec.flags)
+
+
+def test_a_restart_starts_certain_again() -> None:
+    s = Script()
+    s(-1, pid=1)
+    s.decoder.lines_lost(SRC, 1)
+    s.seq = 0
+    s(-1, pid=2)  # the new process lost nothing
+    accept(s, "a1")
+    s(-4)
+    assert len(s.rec.flags) == 2 and not any(uncertain(w) for w, _, _ in s.rec.flags)
+
+
+# -- at most max_sources sources -------------------------------------------------------------------
+
+
+def sources(max_sources: int) -> tuple[Script, list[str]]:
+    s = Script()
+    s.decoder = LwsDecoder(s.tracker, max_sources=max_sources)
+    return s, [f"app{i}@host:{i}" for i in range(10)]
+
+
+def test_a_new_source_beyond_the_limit_first_pushes_out_one_without_contexts() -> None:
+    s, names = sources(3)
+    s.src = names[0]
+    accept(s, "a1")  # live, and heard first
+    s.src = names[1]
+    accept(s, "a1")
+    s(-4)  # its only context is gone
+    s.src = names[2]
+    accept(s, "a1")
+    s.src = names[3]
+    s(-1, pid=3)  # the fourth source: names[1] goes, although names[0] was heard longer ago
+    assert s.decoder.source_count == 3
+    assert s.decoder.stats["sources_forgotten"] == 1 and s.decoder.stats["sources_evicted"] == 0
+    flagged_before = len(s.rec.flags)
+    s.src = names[0]
+    s(30, "a1")  # names[0] still knows its wsi: a plain destroy, no bare listen wsi
+    assert s.rec.destroyed[-1].role is Role.H1_SERVER and len(s.rec.flags) == flagged_before
+    assert s.decoder.stats["listen_seen_at_destroy"] == 0
+
+
+def test_when_every_source_has_live_wsis_the_least_recently_heard_becomes_suspect() -> None:
+    s, names = sources(2)
+    s.src = names[0]
+    accept(s, "a1")
+    s(18, "a1", uri="/open")
+    s.src = names[1]
+    accept(s, "a1")
+    s.src = names[0]
+    s(16, "a1")  # names[0] is heard again: names[1] is now the least recently heard
+    s.src = names[2]
+    accept(s, "a1")
+    assert s.decoder.source_count == 2 and s.decoder.stats["sources_evicted"] == 1
+    gone = [w for w in s.rec.opened if w.context.name.startswith(names[1])]
+    assert [(w.role, rule, certain) for w, rule, certain in s.rec.flags] == [
+        (Role.LISTEN, "source_lost", False),
+        (Role.H1_SERVER, "source_lost", False),
+    ]
+    assert [w for w, _, _ in s.rec.flags] == gone
+    assert all(not w.live and w.leak == "source_lost" for w in gone)
+    assert all(w.context.destroyed for w in gone)
+    assert s.live() == {"listen": 2, "h1-server": 2}  # names[0] and names[2], untouched
+    assert s.tracker.live_total == 4 and list(s.tracker.suspect_wsis()) == []
+    assert s.decoder.stats["unclassified_at_teardown"] == 0
+
+
+def test_a_source_pushed_out_is_met_again_as_a_new_one() -> None:
+    s, names = sources(1)
+    s.src = names[0]
+    accept(s, "a1")
+    s.decoder.lines_lost(names[0], 1)
+    s.src = names[1]
+    accept(s, "a1")
+    assert s.decoder.stats["sources_evicted"] == 1
+    assert all(uncertain(w) for w, _, _ in s.rec.flags)  # its loss still counts for it
+    s.src = names[0]
+    accept(s, "a1")  # back: a fresh state (names[1] makes room in turn)
+    assert s.decoder.source_count == 1 and s.decoder.stats["sources_evicted"] == 2
+    assert s.live() == {"listen": 1, "h1-server": 1}
+
+
+def test_the_source_limit_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="max_sources"):
+        LwsDecoder(Tracker(), max_sources=0)
+
+
+def test_many_sources_keep_the_decoder_and_the_table_bounded() -> None:
+    s, _ = sources(50)
+    for n in range(2000):
+        s.src = f"prog{n}@host:{n}"
+        s(-1, pid=n)
+        accept(s, "a1")
+        if n % 2:
+            s(-5)  # half of them say BYE
+    assert s.decoder.source_count <= 50
+    assert s.tracker.live_total <= 2 * 50
+    assert sum(1 for _ in s.tracker.contexts) <= 50
+    # a source that said BYE leaves at once; each other one is kept or was pushed out
+    assert s.decoder.stats["sources_evicted"] + s.decoder.source_count == 1000
+    assert s.decoder.stats["sources_forgotten"] == 0
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_the_source_orders_stay_in_step_with_the_sources_whatever_the_events(seed: int) -> None:
+    """Random events of 6 sources under a limit of 3: HELLOs, BYEs, context ends, accepts,
+    destroys, losses. The orders that choose whom to push out name exactly the sources kept,
+    least recently heard first (the idle one: exactly those without contexts, in the same
+    order), and the table stays sound."""
+    rnd = random.Random(seed)
+    s, names = sources(3)
+    heard: list[str] = []  # every name, least recently heard first
+    for _ in range(400):
+        s.src = rnd.choice(names[:6])
+        ctx = rnd.choice(["c1", "c2"])
+        step = rnd.randrange(7)
+        if step == 0:
+            s(-1, pid=rnd.randrange(3))
+        elif step == 1:
+            s(-5)
+        elif step == 2:
+            s(-4, ctx=ctx)
+        elif step == 3:
+            s.decoder.lines_lost(s.src, 1)
+        elif step == 4:
+            s(30, rnd.choice(["a1", "a2"]), ctx=ctx)
+        else:
+            accept(s, rnd.choice(["a1", "a2"]))
+        heard = [name for name in heard if name != s.src] + [s.src]
+        d = s.decoder
+        assert d.source_count <= 3
+        assert list(d._heard) == [name for name in heard if name in d._sources]
+        idle = {src for src, state in d._sources.items() if not state.contexts}
+        assert list(d._idle) == [name for name in heard if name in idle]
+        assert table_is_consistent(s.tracker)
+    assert s.decoder.stats["sources_evicted"] > 0 and s.decoder.stats["sources_forgotten"] > 0
