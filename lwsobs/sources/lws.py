@@ -45,7 +45,6 @@ Everything uses the producer's own timestamps (`t`).
 
 from __future__ import annotations
 
-import re
 from collections import Counter, OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -54,7 +53,7 @@ from lwsobs.core.model import Context, Wsi
 from lwsobs.core.roles import LeakRule, Role
 from lwsobs.core.tracker import Tracker
 from lwsobs.ingest.sequence import DEFAULT_MAX_SOURCES
-from lwsobs.ingest.wire import Event, PseudoEvent
+from lwsobs.ingest.wire import Event, PseudoEvent, source_label
 from lwsobs.sources.lws_reasons import LwsReason as R
 from lwsobs.sources.lws_reasons import is_fake_wsi
 
@@ -81,7 +80,6 @@ _ACTIVITY = frozenset(
         R.RAW_WRITEABLE,
     }
 )
-_LABEL_SAFE = re.compile(r"[^A-Za-z0-9._-]")
 
 
 def normalise_peer(peer: str | None) -> str | None:
@@ -118,15 +116,6 @@ def _address(peer: str | None) -> str | None:
     if peer.count(":") == 1:
         return peer.partition(":")[0]
     return peer
-
-
-def source_label(src: str) -> str:
-    """A bounded label for a producer: its program name (`myapp@host:4242` -> `myapp`).
-
-    The full `src` names one process instance; the program name survives restarts.
-    """
-    name = src.partition("@")[0] or src
-    return _LABEL_SAFE.sub("_", name)[:32] or "lws"
 
 
 @dataclass
