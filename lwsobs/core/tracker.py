@@ -301,7 +301,7 @@ class Tracker:
             return False
         wsi.leak = rule.value
         if wsi.context.uncertain:
-            self._mark_uncertain(wsi)
+            self.mark_uncertain(wsi)
         if certain:
             if wsi.txn is not None:
                 self._end_transaction(wsi, wsi.txn, now, None, None, "leaked")
@@ -329,7 +329,7 @@ class Tracker:
         if first:
             wsi.leak = _EVICTED
             if wsi.context.uncertain:
-                self._mark_uncertain(wsi)
+                self.mark_uncertain(wsi)
         self._remove(wsi, now, EndReason.LEAKED)
         self.evicted += 1
         if first:
@@ -483,7 +483,8 @@ class Tracker:
             cb(wsi)
 
     @staticmethod
-    def _mark_uncertain(wsi: Wsi) -> None:
+    def mark_uncertain(wsi: Wsi) -> None:
+        """The verdict on `wsi` rests on a stream with lost lines (`lws.leak.uncertain`)."""
         extra = wsi.extra
         if extra.attrs is None:
             extra.attrs = {}

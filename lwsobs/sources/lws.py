@@ -210,7 +210,7 @@ class LwsDecoder:
         for state in source.contexts.values():
             for known in state.wsis.values():
                 if known.wsi is not None and known.wsi.live:
-                    self._flag(source, known.wsi, now_ns, LeakRule.SOURCE_LOST)
+                    self.tracker.flag(known.wsi, now_ns, LeakRule.SOURCE_LOST)
 
     # -- sources and contexts ----------------------------------------------------------------
 
@@ -255,7 +255,7 @@ class LwsDecoder:
             # the last thing known of the source: no other clock says when it went away
             now = max((w.last_ns for w in live), default=source.contexts[key].first_t)
             for wsi in live:
-                self._flag(source, wsi, now, LeakRule.SOURCE_LOST)
+                self.tracker.flag(wsi, now, LeakRule.SOURCE_LOST)
             self._end_context(src, source, key, now, counted=False)
         self._forget(src)
 
@@ -296,7 +296,7 @@ class LwsDecoder:
         if source.uncertain:
             for known in state.wsis.values():
                 if known.wsi is not None and known.wsi.live:
-                    self._mark_uncertain(known.wsi)  # a suspect from before the loss too
+                    self.tracker.mark_uncertain(known.wsi)  # a suspect from before the loss too
         self.tracker.context_destroyed(state.ctx, now, graceful=False)
         if not counted:  # given up, not ended: what it left is not known to have failed
             return
@@ -357,18 +357,6 @@ class LwsDecoder:
         known.wsi = wsi
         return wsi
 
-    def _flag(self, source: _SourceState, wsi: Wsi, now: int, rule: LeakRule) -> None:
-        if source.uncertain:
-            self._mark_uncertain(wsi)
-        self.tracker.flag(wsi, now, rule)
-
-    @staticmethod
-    def _mark_uncertain(wsi: Wsi) -> None:
-        extra = wsi.extra
-        if extra.attrs is None:
-            extra.attrs = {}
-        extra.attrs["lws.leak.uncertain"] = True
-
     def _live(self, state: _ContextState, event: Event) -> Wsi | None:
         known = state.wsis.get(event.wsi or "")
         return None if known is None else known.wsi
@@ -408,9 +396,8 @@ class LwsDecoder:
             if known.wsi is None:
                 self._open(state, known, Role.H1_CLIENT, event)
             return
-        source = self._sources[event.src]
         if known is not None and known.wsi is not None and known.wsi.live:
-            self._flag(source, known.wsi, event.t, LeakRule.IDENTITY_REUSED)
+            self.tracker.flag(known.wsi, event.t, LeakRule.IDENTITY_REUSED)
         known = state.wsis[ptr] = _WsiState(event.t, created=True)
         if accept:
             known.afd = state.accept_fd
@@ -432,7 +419,7 @@ class LwsDecoder:
             elif not wsi.live:
                 known = None
             elif event.r == R.CLIENT_HTTP_BIND_PROTOCOL:
-                self._flag(self._sources[event.src], wsi, event.t, LeakRule.IDENTITY_REUSED)
+                self.tracker.flag(wsi, event.t, LeakRule.IDENTITY_REUSED)
                 known = None
         if known is None:
             known = state.wsis[ptr] = _WsiState(event.t, client=True)
