@@ -47,6 +47,8 @@ class ServerInstrumentation:
         self.observer = observer
         self.tracker = observer.tracker
         self.source = source
+        # Route and traceparent only feed spans: without spans, requests skip finding them.
+        self.detail = observer.spans is not None
         self.contexts: list[Context] = []
         observer.add_closer(self.close)
 
@@ -136,16 +138,17 @@ class InstrumentedRequestHandler(RequestHandler):
             break
         wsi = self._lwsobs_wsi
         if wsi is not None:
+            manager = self._lwsobs
             if message is _ERROR_MESSAGE:
-                self._lwsobs.tracker.bind(wsi, now, arrived)
+                manager.tracker.bind(wsi, now, arrived)
             else:
-                self._lwsobs.tracker.bind(
+                manager.tracker.bind(
                     wsi,
                     now,
                     arrived,
                     message.method,
                     message.path,
-                    message.headers.get("traceparent"),
+                    message.headers.get("traceparent") if manager.detail else None,
                 )
         return self._lwsobs_factory(message, payload, protocol, writer, task)
 
@@ -158,11 +161,12 @@ class InstrumentedRequestHandler(RequestHandler):
         if wsi is not None:
             txn = wsi.txn
             if txn is not None:
-                self._lwsobs.tracker.drop(
+                manager = self._lwsobs
+                manager.tracker.drop(
                     wsi,
                     ANCHOR_NS + monotonic_ns(),
                     response.status,
-                    _route_of(request),
+                    _route_of(request) if manager.detail else None,
                     None if txn.method is not None else "invalid_request",
                 )
 
@@ -196,6 +200,7 @@ class InstrumentedServer(web_server.Server):
         super().__init__(handler, **kwargs)
         self.instrumentation = instrumentation
         self.tracker = instrumentation.tracker
+        self.detail = instrumentation.detail
         self.lwsobs_context = instrumentation.new_context()
         self._listen: dict[int, list[Wsi]] = {}
 
