@@ -35,7 +35,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
 PROTOBUF = "application/x-protobuf"
 
-Mode = Literal["ok", "unavailable", "hang"]
+Mode = Literal["ok", "unavailable", "hang", "slow"]
 
 
 def decode_any_value(value: AnyValue) -> Any:
@@ -168,6 +168,7 @@ class OtlpReceiver:
     requests: list[ReceivedRequest] = field(default_factory=list)
     rejected: int = 0  # requests answered with an error (bad body, 503 mode)
     hanging: int = 0  # requests currently held in hang mode
+    delay_s: float = 0.0  # how long `slow` mode waits before answering correctly
     _release: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
@@ -195,6 +196,8 @@ class OtlpReceiver:
         if self.mode == "unavailable":
             self.rejected += 1
             return web.Response(status=503, text="unavailable on purpose\n")
+        if self.mode == "slow":
+            await asyncio.sleep(self.delay_s)
         content_type = request.headers.get("Content-Type", "")
         if content_type.partition(";")[0].strip().lower() != PROTOBUF:
             self.rejected += 1
