@@ -376,7 +376,10 @@ class LwsDecoder:
     def _wsi_create(self, state: _ContextState, event: Event) -> None:
         ptr = event.wsi or ""
         known = state.wsis.get(ptr)
-        accept = state.accept_pending
+        # An accepted wsi's create has no fd yet (-1; 19 brings it); a client's create has its
+        # socket. So a 17 that lws rejected (no create of its own) cannot make the next client
+        # create look like an accept.
+        accept = state.accept_pending and event.fd in (None, -1)
         state.accept_pending = False
         if known is not None and known.client and known.wsi is None and (accept or event.fd == -1):
             # A lone 85 whose pointer an accepted connection or a stream (no fd: not a client

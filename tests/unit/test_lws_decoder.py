@@ -508,6 +508,30 @@ def test_a_redirect_reconnect_is_still_the_same_client_after_an_unrelated_accept
     assert [w.role for w in s.rec.opened] == [Role.H1_CLIENT, Role.LISTEN, Role.H1_SERVER]
 
 
+def test_a_rejected_accept_does_not_turn_a_redirect_reconnect_into_an_accept() -> None:
+    """A 17 that the app rejected has no WSI_CREATE of its own; when the next create is a
+    redirecting client's reconnect (it has its socket: fd set), it is still that client."""
+    s = Script()
+    s(85, "k1", fd=-1)
+    s(19, "k1", fd=7, peer="127.0.0.1")
+    s(29, "k1", fd=7)
+    s(24, "k1", fd=7)
+    s(104, "k1", fd=7)
+    s(76, "k1", fd=7, why="lws_client_reset")
+    s(85, "k1", fd=-1)
+    s(17, "L1", afd=9, peer="127.0.0.1:5555", fd=3)  # rejected: lws closes fd 9, no 29
+    s(29, "k1", fd=8)  # the redirect's reconnect, right after the rejected 17
+    s(24, "k1", fd=8)
+    s(2, "k1", fd=8)
+    s(44, "k1", fd=8, status=200)
+    s(47, "k1", fd=8)
+    s(30, "k1", fd=-1)
+    assert not s.rec.flags
+    assert [w.role for w in s.rec.opened] == [Role.H1_CLIENT, Role.LISTEN]
+    (client, _) = s.rec.opened
+    assert client.transactions == 2 and s.rec.destroyed == [client]
+
+
 # -- lost lines make every later finding of the source uncertain -----------------------------------
 
 HOUR = 3600 * 10**9
