@@ -160,11 +160,16 @@ def attach_demo(
         tasks.append(asyncio.create_task(DemoTraffic(host, port, observer=observer).run()))
 
     async def stop(_: web.Application) -> None:
-        for task in tasks:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        tasks.clear()
+        await cancel_all(tasks)
 
     app.on_startup.append(start)
     app.on_shutdown.append(stop)
+
+
+async def cancel_all(tasks: list[asyncio.Task[None]]) -> None:
+    """Cancel the demo's background tasks, wait until each has ended, and forget them."""
+    for task in tasks:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    tasks.clear()

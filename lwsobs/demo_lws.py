@@ -19,7 +19,6 @@ so.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ipaddress
 import json
 import logging
@@ -34,6 +33,7 @@ from aiohttp import web
 
 from lwsobs.clock import now_ns
 from lwsobs.config import Config
+from lwsobs.demo import cancel_all
 from lwsobs.ingest.pipeline import IngestPipeline
 from lwsobs.ingest.wire import BYE, CONTEXT_DESTROY_BEGIN, CONTEXT_DESTROYED, HELLO
 
@@ -297,11 +297,7 @@ def attach_lws_demo(
         tasks.append(asyncio.create_task(replay.run()))
 
     async def stop(_: web.Application) -> None:
-        for task in tasks:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        tasks.clear()
+        await cancel_all(tasks)
         for close in closers:
             close()
         closers.clear()
