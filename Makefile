@@ -8,7 +8,7 @@ PORT ?= 8080
 
 .PHONY: run serve test lint unit deps clean shim
 
-$(STAMP): pyproject.toml setup.py lwsobs/ingest/_fastwire.c
+$(STAMP): pyproject.toml setup.py $(wildcard lwsobs/*/_fast*.c)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q -e '.[test]'
 	touch $(STAMP)

@@ -1,13 +1,15 @@
 """The records the core keeps: contexts, wsis and transactions.
 
 They use __slots__ because a busy producer keeps hundreds of thousands of them live; sinks read
-them, only the Tracker writes them.
+them, only the Tracker writes them. Transaction, made once per request, has a C twin
+(lwsobs/core/_fastcore.c) that replaces it when built (see lwsobs.core.fast).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from lwsobs.core import fast
 from lwsobs.core.roles import Role
 
 Peer = tuple[Any, ...] | str | None
@@ -240,3 +242,10 @@ class Transaction:
         """Arrival to end: what the client experienced on this connection."""
         end = self.end_ns if self.end_ns is not None else self.start_ns
         return max(0, end - self.arrived_ns)
+
+
+PyTransaction = Transaction  # the pure-Python reference, whichever one is in use
+FASTCORE: Any = fast.load_core(Wsi, Context)
+"""The configured C fast path of the core, or None when pure Python is in use."""
+if FASTCORE is not None and not TYPE_CHECKING:
+    Transaction = FASTCORE.Transaction

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections import defaultdict
+from typing import TYPE_CHECKING
 
-from lwsobs.core.model import Transaction, Wsi
+from lwsobs.core.model import FASTCORE, Transaction, Wsi
 from lwsobs.core.policy import NS
 from lwsobs.core.roles import CODE_CLASSES, SUSPECT_RULES, Role, code_class_index
 from lwsobs.sinks.base import NullSink
@@ -37,8 +38,45 @@ class TransactionSeries:
         self.queue_wait = Histogram(DURATION_BUCKETS_S)
 
 
-class MetricsSink(NullSink):
-    """Counts what the Tracker reports; every key is (source, role[, closed-set value])."""
+class TransactionCounting:
+    """The per-request update, pure-Python reference of the C `MetricsHotPath` (_fastcore.c)."""
+
+    series: dict[SourceRole, TransactionSeries]
+
+    def transaction_ended(self, txn: Transaction) -> None:
+        # The per-request path: one lookup, then list arithmetic (histograms inlined).
+        key = (txn.wsi.context.source, txn.role)
+        series = self.series.get(key)
+        if series is None:
+            series = self.series[key] = TransactionSeries()
+        series.by_class[code_class_index(txn.status)] += 1
+        end = txn.end_ns
+        arrived = txn.arrived_ns
+        seconds = (end - arrived) / NS if end is not None and end > arrived else 0.0
+        hist = series.duration
+        i = bisect_left(hist.bounds, seconds)
+        hist.counts[i] += 1
+        hist.sum += seconds
+        hist.exemplars[i] = (txn, seconds)
+        start = txn.start_ns
+        waited = (start - arrived) / NS if start > arrived else 0.0
+        hist = series.queue_wait
+        hist.counts[bisect_left(hist.bounds, waited)] += 1
+        hist.sum += waited
+
+
+if TYPE_CHECKING or FASTCORE is None:
+    TransactionCountingBase = TransactionCounting
+else:
+    FASTCORE.configure_metrics(TransactionSeries, Histogram)
+    TransactionCountingBase = FASTCORE.MetricsHotPath
+
+
+class MetricsSink(TransactionCountingBase, NullSink):
+    """Counts what the Tracker reports; every key is (source, role[, closed-set value]).
+
+    transaction_ended comes from TransactionCountingBase (the C one when it is built).
+    """
 
     def __init__(self) -> None:
         self.created: dict[SourceRole, int] = defaultdict(int)
@@ -72,27 +110,6 @@ class MetricsSink(NullSink):
 
     def role_changed(self, wsi: Wsi, old: Role) -> None:
         self.upgrades[(wsi.context.source, old, wsi.role)] += 1
-
-    def transaction_ended(self, txn: Transaction) -> None:
-        # The per-request path: one lookup, then list arithmetic (histograms inlined).
-        key = (txn.wsi.context.source, txn.role)
-        series = self.series.get(key)
-        if series is None:
-            series = self.series[key] = TransactionSeries()
-        series.by_class[code_class_index(txn.status)] += 1
-        end = txn.end_ns
-        arrived = txn.arrived_ns
-        seconds = (end - arrived) / NS if end is not None and end > arrived else 0.0
-        hist = series.duration
-        i = bisect_left(hist.bounds, seconds)
-        hist.counts[i] += 1
-        hist.sum += seconds
-        hist.exemplars[i] = (txn, seconds)
-        start = txn.start_ns
-        waited = (start - arrived) / NS if start > arrived else 0.0
-        hist = series.queue_wait
-        hist.counts[bisect_left(hist.bounds, waited)] += 1
-        hist.sum += waited
 
     def wsi_flagged(self, wsi: Wsi, rule: str, certain: bool) -> None:
         self.leaked[(wsi.context.source, wsi.role, rule)] += 1
