@@ -10,6 +10,8 @@ bound for the throughput ratio (cache misses and IPC make the real one a little 
 
 `--breakdown` adds lwsobs-metrics variants with parts switched off (LWSOBS_BENCH_DISABLE), to
 say where lwsobs' instructions go: the aiohttp hooks themselves, or the core's bookkeeping.
+`--keep DIR` keeps every callgrind output there; `bench/callgrind_diff.py` then says which C
+functions (the interpreter's included) the extra instructions of a configuration are spent in.
 
 Prints a table; asserts nothing. Usage: python bench/instructions.py [--configs a,b] [--breakdown]
 """
@@ -46,7 +48,9 @@ BREAKDOWN = (
 _TOTAL = re.compile(rb"^summary:\s+(\d+)", re.MULTILINE)
 
 
-def instructions(config: str, requests: int, sink: Sink, disable: str | None) -> int:
+def instructions(
+    config: str, requests: int, sink: Sink, disable: str | None, keep: Path | None = None
+) -> int:
     """Total instructions of one server process serving `requests` keep-alive GETs."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "callgrind.out"
@@ -81,15 +85,20 @@ def instructions(config: str, requests: int, sink: Sink, disable: str | None) ->
             problem = stop(proc)
         if problem:
             raise RuntimeError(f"{config}: {problem}")
+        if keep is not None:
+            keep.mkdir(parents=True, exist_ok=True)
+            shutil.copy(out, keep / f"{config}-{disable or 'all'}-{requests}.callgrind")
         match = _TOTAL.search(out.read_bytes())
         if match is None:
             raise RuntimeError(f"no callgrind summary for {config}")
         return int(match.group(1))
 
 
-def per_request(config: str, sink: Sink, disable: str | None = None) -> float:
-    small = instructions(config, SMALL, sink, disable)
-    large = instructions(config, LARGE, sink, disable)
+def per_request(
+    config: str, sink: Sink, disable: str | None = None, keep: Path | None = None
+) -> float:
+    small = instructions(config, SMALL, sink, disable, keep)
+    large = instructions(config, LARGE, sink, disable, keep)
     return (large - small) / (LARGE - SMALL)
 
 
@@ -97,6 +106,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--configs", default=",".join(CONFIGS))
     parser.add_argument("--breakdown", action="store_true")
+    parser.add_argument("--keep", type=Path, help="keep the callgrind outputs in this directory")
     args = parser.parse_args()
     for tool in ("valgrind", "h2load"):
         if shutil.which(tool) is None:
@@ -111,7 +121,7 @@ def main() -> int:
         runs += list(BREAKDOWN)
     sink = Sink(Pinning(None, None))
     try:
-        results = {(c, d): per_request(c, sink, d) for c, d in runs}
+        results = {(c, d): per_request(c, sink, d, args.keep) for c, d in runs}
     finally:
         sink.close()
     plain = results[("plain", None)]

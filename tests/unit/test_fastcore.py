@@ -262,3 +262,26 @@ def test_reference_counts_and_memory_stay_flat() -> None:
     assert after == before
     assert end - start < 4096, f"{end - start} bytes more after 50,000 transactions"
     assert wsi.transactions == 52_000
+
+
+@pytest.mark.parametrize(
+    "now",
+    [0, 1, -1, 2**30 - 1, 2**30, 2**60, 7 * 2**60, 2**63 - 1, -(2**63) + 5, T0, -T0],
+)
+def test_integers_are_read_exactly_across_digit_boundaries(now: int) -> None:
+    tracker = CTracker([])
+    tracker.epoch_ns = 0
+    wsi = new_wsi()
+    wsi._last = -(2**63)
+    tracker.bind(wsi, now)
+    assert wsi._last == now
+
+
+@pytest.mark.parametrize("now", [2**63, 8 * 2**60, -(2**63) - 1, 2**70])
+def test_integers_beyond_64_bits_are_refused(now: int) -> None:
+    tracker = CTracker([])
+    tracker.epoch_ns = 0
+    wsi = new_wsi()
+    with pytest.raises(OverflowError):
+        tracker.bind(wsi, now)
+    assert wsi.txn is None
