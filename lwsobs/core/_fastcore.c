@@ -122,6 +122,12 @@ static int unpack(const char *func, PyObject *const *args, Py_ssize_t nargs, PyO
                      count, nargs);
         return -1;
     }
+    if (kwnames == NULL && nargs >= required) { /* the hooks' calls: all positional */
+        Py_ssize_t i = 0;
+        for (; i < nargs; i++) out[i] = args[i];
+        for (; i < count; i++) out[i] = Py_None;
+        return 0;
+    }
     for (Py_ssize_t i = 0; i < count; i++) out[i] = i < nargs ? args[i] : NULL;
     if (kwnames != NULL) {
         Py_ssize_t nkw = PyTuple_GET_SIZE(kwnames);
@@ -593,7 +599,8 @@ static int observe(PyObject *hist, double value, PyObject *exemplar) {
     PyObject **items = PySequence_Fast_ITEMS(fast);
     while (lo < hi) { /* bisect_left */
         Py_ssize_t mid = (lo + hi) / 2;
-        double bound = PyFloat_AsDouble(items[mid]);
+        PyObject *item = items[mid];
+        double bound = PyFloat_CheckExact(item) ? PyFloat_AS_DOUBLE(item) : PyFloat_AsDouble(item);
         if (bound == -1.0 && PyErr_Occurred()) goto done;
         if (bound < value)
             lo = mid + 1;
@@ -611,22 +618,25 @@ static int observe(PyObject *hist, double value, PyObject *exemplar) {
     PyList_SetItem(counts, lo, bumped);
     PyObject *sum = slot_get(hist, HIST_SUM);
     if (sum == NULL) goto done;
-    PyObject *value_obj = PyFloat_FromDouble(value);
-    if (value_obj == NULL) {
-        Py_DECREF(sum);
-        goto done;
+    PyObject *new_sum = PyFloat_CheckExact(sum)
+                            ? PyFloat_FromDouble(PyFloat_AS_DOUBLE(sum) + value) /* as sum + v */
+                            : NULL;
+    if (new_sum == NULL && !PyErr_Occurred()) { /* not a float: whatever + means for it */
+        PyObject *value_obj = PyFloat_FromDouble(value);
+        new_sum = value_obj ? PyNumber_Add(sum, value_obj) : NULL;
+        Py_XDECREF(value_obj);
     }
-    PyObject *new_sum = PyNumber_Add(sum, value_obj);
     Py_DECREF(sum);
     if (new_sum == NULL || slot_set(hist, HIST_SUM, new_sum)) {
         Py_XDECREF(new_sum);
-        Py_DECREF(value_obj);
         goto done;
     }
     Py_DECREF(new_sum);
     if (exemplar != NULL) {
         PyObject *exemplars = slot_get(hist, HIST_EXEMPLARS);
-        PyObject *pair = exemplars ? PyTuple_Pack(2, exemplar, value_obj) : NULL;
+        PyObject *value_obj = exemplars ? PyFloat_FromDouble(value) : NULL;
+        PyObject *pair = value_obj ? PyTuple_Pack(2, exemplar, value_obj) : NULL;
+        Py_XDECREF(value_obj);
         int failed = pair == NULL;
         if (!failed && PyList_Check(exemplars) && lo < PyList_GET_SIZE(exemplars)) {
             PyList_SetItem(exemplars, lo, pair); /* steals pair */
@@ -637,12 +647,8 @@ static int observe(PyObject *hist, double value, PyObject *exemplar) {
             Py_DECREF(pair);
         }
         Py_XDECREF(exemplars);
-        if (failed) {
-            Py_DECREF(value_obj);
-            goto done;
-        }
+        if (failed) goto done;
     }
-    Py_DECREF(value_obj);
     rc = 0;
 done:
     Py_XDECREF(counts);
