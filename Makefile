@@ -69,5 +69,5 @@ bench-shim: deps $(STAMP)
 	$(BIN)/python bench/shim.py
 
 .PHONY: bench-ingest
-bench-ingest: $(STAMP)
+bench-ingest: $(BENCH_STAMP)
 	$(BIN)/python bench/ingest.py
