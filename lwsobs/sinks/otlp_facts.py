@@ -5,6 +5,11 @@ byte fragments: everything that depends only on the connection (trace id, parent
 is encoded once per connection per batch, and low-cardinality attributes (role, method, route,
 status) come from a small cache. Other spans go through SpanBuilder and the generic encoder.
 Both paths produce the same spans; tests decode them with opentelemetry-proto to check it.
+
+With the C fast path (span_fastpath), _fastspan.Encoder writes the common transaction span and
+the request framing itself, byte for byte as `_fast_transaction` and `encode_request` do, from
+the same cached fragments; it calls back here for every fragment cache miss and for every span
+it does not write itself (`_span`).
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from typing import Any
 from lwsobs.core.ids import Ids
 from lwsobs.core.model import Transaction, Wsi
 from lwsobs.sinks import otlp_encode as enc
+from lwsobs.sinks import span_fastpath
 from lwsobs.sinks.span_builder import (
     STATUS_ERROR,
     ConnectionFact,
@@ -38,6 +44,7 @@ def _attr(key: str, value: Any) -> bytes:
 
 _INDEX_KEY = enc._key("lws.pipeline.index")
 _QUEUE_KEY = enc._key("lws.pipeline.queue_wait_ns")
+_PATH_KEY = enc._key("url.path")
 
 
 def _int_attr(key_field: bytes, value: int) -> bytes:
@@ -56,20 +63,47 @@ class FactEncoder:
         # Bounded caches of encoded fragments; their keys come from closed or bounded sets.
         self._shapes: dict[tuple[Any, ...], tuple[bytes, bytes, bytes]] = {}
         self._paths: dict[str, bytes] = {}
+        # The previous batch's connection fragments: a kept-alive connection recurs batch after
+        # batch. Only that batch's, so no wsi stays referenced for more than one more batch.
+        self._previous: dict[Wsi, tuple[bytes, bytes, bytes]] = {}
+        # The C encoder derives transaction span ids itself: only for the Ids scheme it knows.
+        fast = span_fastpath.fast() if type(self.ids) is Ids else None
+        self._fast = None
+        if fast is not None:
+            self._fast = fast.Encoder(
+                self.ids.salt,
+                resource,
+                scope,
+                _INDEX_KEY,
+                _QUEUE_KEY,
+                _PATH_KEY,
+                self._shapes,
+                self._shape,
+                self._connection,
+                self._path,
+                self._span,
+                ConnectionFact,
+            )
 
     def encode(self, facts: Sequence[Fact]) -> bytes:
         """ExportTraceServiceRequest bytes for `facts`, which the sampler already kept."""
         conns: dict[Wsi, tuple[bytes, bytes, bytes]] = {}
-        spans: list[bytes] = []
-        for fact in facts:
-            if isinstance(fact, Transaction):
-                if fact.traceparent is None or not self.ids.join_traceparent:
-                    spans.append(self._fast_transaction(fact, conns))
-                else:
-                    spans.append(enc.encode_span(self.builder.transaction(fact)))
-            else:
-                spans.append(enc.encode_span(self.builder.connection(fact)))
-        return enc.encode_request(self.resource, self.scope, spans)
+        if self._fast is not None:
+            encoded: bytes = self._fast.encode(facts, self.ids.join_traceparent, conns)
+        else:
+            spans = [self._span(f, conns) for f in facts]
+            encoded = enc.encode_request(self.resource, self.scope, spans)
+        self._previous = conns
+        return encoded
+
+    def _span(self, fact: Fact, conns: dict[Wsi, tuple[bytes, bytes, bytes]]) -> bytes:
+        """One encoded span; `conns` caches connection fragments for the batch."""
+        # Transaction may be a C type (core/_fastcore.c): test for the one Python fact type.
+        if isinstance(fact, ConnectionFact):
+            return enc.encode_span(self.builder.connection(fact))
+        if fact.traceparent is None or not self.ids.join_traceparent:
+            return self._fast_transaction(fact, conns)
+        return enc.encode_span(self.builder.transaction(fact))
 
     def _shape(self, txn: Transaction) -> tuple[bytes, bytes, bytes]:
         """Name and kind, the low-cardinality attributes, and the status of a transaction.
@@ -114,18 +148,28 @@ class FactEncoder:
                 self._paths[path] = out
         return out
 
+    def _connection(self, wsi: Wsi) -> tuple[bytes, bytes, bytes]:
+        """The trace id and parent id fields and the wsi id attribute of `wsi`'s transactions.
+
+        They never change for a wsi (its serial, parent and context are fixed at creation).
+        """
+        conn = self._previous.get(wsi)
+        if conn is None:
+            ids = self.ids
+            conn = (
+                enc._SPAN_TRACE_ID + ids.wsi_trace_id(wsi).to_bytes(16, "big"),
+                enc._SPAN_PARENT + ids.wsi_span_id(wsi).to_bytes(8, "big"),
+                _attr("lws.wsi.id", wsi.id),
+            )
+        return conn
+
     def _fast_transaction(
         self, txn: Transaction, conns: dict[Wsi, tuple[bytes, bytes, bytes]]
     ) -> bytes:
         wsi = txn.wsi
         conn = conns.get(wsi)
         if conn is None:
-            ids = self.ids
-            conn = conns[wsi] = (
-                enc._SPAN_TRACE_ID + ids.wsi_trace_id(wsi).to_bytes(16, "big"),
-                enc._SPAN_PARENT + ids.wsi_span_id(wsi).to_bytes(8, "big"),
-                _attr("lws.wsi.id", wsi.id),
-            )
+            conn = conns[wsi] = self._connection(wsi)
         trace_field, parent_field, wsi_attr = conn
         head, attrs, status_field = self._shape(txn)
         arrived = txn.arrived_ns

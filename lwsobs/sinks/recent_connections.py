@@ -7,7 +7,8 @@ it, and every connection it shows has a trace an exporter received.
 
 Transactions of a connection that is still live wait in a bounded `pending` table; the
 connection moves to the `finished` ring when its ConnectionFact arrives. Every bound drops the
-oldest entries first.
+oldest entries first. With the C fast path (span_fastpath), `_fastspan.record` runs the export
+loop for transactions of connections already pending, and calls back here for the rest.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 from lwsobs.core.model import Transaction, Wsi
+from lwsobs.sinks import span_fastpath
 from lwsobs.sinks.span_builder import ConnectionFact
 
 Fact = Transaction | ConnectionFact
@@ -55,30 +57,45 @@ class RecentConnections:
         self._pending: OrderedDict[Wsi, _Entry] = OrderedDict()
         self._lock = threading.Lock()
         self.evicted = 0  # live connections whose transactions were forgotten (pending full)
+        self._fast = span_fastpath.fast()
 
     # -- the export worker -------------------------------------------------------------------
 
     def export(self, facts: Sequence[Fact]) -> bool:
         pending = self._pending
         with self._lock:
+            if self._fast is not None:
+                self._fast.record(pending, facts, self._open, self._finish, ConnectionFact)
+                return True
             for fact in facts:
-                if isinstance(fact, Transaction):
-                    entry = pending.get(fact.wsi)
-                    if entry is None:
-                        entry = pending[fact.wsi] = _Entry(self.max_transactions)
-                        if len(pending) > self.max_pending:
-                            pending.popitem(last=False)
-                            self.evicted += 1
-                    else:
-                        pending.move_to_end(fact.wsi)
-                    entry.txns.append(fact)
-                    entry.seen += 1
+                # Transaction may be a C type (core/_fastcore.c): test for the Python fact type.
+                if isinstance(fact, ConnectionFact):
+                    self._finish(fact)
+                    continue
+                entry = pending.get(fact.wsi)
+                if entry is None:
+                    entry = self._open(fact.wsi)
                 else:
-                    entry = pending.pop(fact.wsi, None)
-                    txns = tuple(entry.txns) if entry is not None else ()
-                    seen = entry.seen if entry is not None else 0
-                    self._finished.append(Recorded(fact.wsi, fact, txns, seen))
+                    pending.move_to_end(fact.wsi)
+                entry.txns.append(fact)
+                entry.seen += 1
         return True
+
+    def _open(self, wsi: Wsi) -> _Entry:
+        """A new pending entry for `wsi`; the oldest one goes when there are too many."""
+        pending = self._pending
+        entry = pending[wsi] = _Entry(self.max_transactions)
+        if len(pending) > self.max_pending:
+            pending.popitem(last=False)
+            self.evicted += 1
+        return entry
+
+    def _finish(self, fact: ConnectionFact) -> None:
+        """The connection's span ended: it moves, with its transactions, to the finished ring."""
+        entry = self._pending.pop(fact.wsi, None)
+        txns = tuple(entry.txns) if entry is not None else ()
+        seen = entry.seen if entry is not None else 0
+        self._finished.append(Recorded(fact.wsi, fact, txns, seen))
 
     def shutdown(self) -> None:
         pass

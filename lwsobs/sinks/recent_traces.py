@@ -11,9 +11,14 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
-from lwsobs.core.model import Transaction
 from lwsobs.sinks.otlp_facts import Fact
-from lwsobs.sinks.span_builder import KIND_NAMES, STATUS_NAMES, SpanBuilder, SpanData
+from lwsobs.sinks.span_builder import (
+    KIND_NAMES,
+    STATUS_NAMES,
+    ConnectionFact,
+    SpanBuilder,
+    SpanData,
+)
 
 
 class RecentTraces:
@@ -43,10 +48,11 @@ class RecentTraces:
         ids = self.builder.ids
         with self._lock:
             for fact in facts:
+                # Transaction may be a C type (core/_fastcore.c): test for the Python fact type.
                 trace_id = (
-                    ids.txn_trace(fact).trace_id
-                    if isinstance(fact, Transaction)
-                    else ids.wsi_trace_id(fact.wsi)
+                    ids.wsi_trace_id(fact.wsi)
+                    if isinstance(fact, ConnectionFact)
+                    else ids.txn_trace(fact).trace_id
                 )
                 bucket = self._traces.get(trace_id)
                 if bucket is None:
@@ -82,7 +88,9 @@ class RecentTraces:
                 "trace_id": f"{tid:032x}",
                 "spans": [
                     span_json(
-                        build.transaction(f) if isinstance(f, Transaction) else build.connection(f)
+                        build.connection(f)
+                        if isinstance(f, ConnectionFact)
+                        else build.transaction(f)
                     )
                     for f in facts
                 ],

@@ -126,9 +126,10 @@ class SpanBuilder:
 
     def decide(self, fact: ConnectionFact | Transaction) -> bool:
         """Ask the sampler (once per trace) and record the answer on the fact's objects."""
-        if isinstance(fact, Transaction):
-            return self.transaction_sampled(fact)
-        return self.wsi_sampled(fact.wsi)
+        # Transaction may be a C type (core/_fastcore.c): test for the one Python fact type.
+        if isinstance(fact, ConnectionFact):
+            return self.wsi_sampled(fact.wsi)
+        return self.transaction_sampled(fact)
 
     def transaction_sampled(self, txn: Transaction) -> bool:
         if txn.sampled is None:

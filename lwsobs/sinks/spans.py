@@ -5,6 +5,10 @@ full), asks the sampler about each fact and hands the kept ones to every exporte
 in-memory store), which encode them their own way. A full queue drops new facts and counts
 them: nothing is lost silently.
 
+With the C fast path (span_fastpath), the push is a C callable the Tracker calls directly, and
+the worker samples in C every fact whose trace is already decided; the sampler itself, and
+anything unusual, stays in Python.
+
 A backend that hangs must not hold the process: `flush` waits a bounded time, and so does
 `shutdown`, which then aborts the export in progress (exporters with an `abort()` cut their
 connection) and counts what was left as dropped for `shutdown`.
@@ -21,6 +25,7 @@ from typing import Any, Protocol
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from lwsobs.core.model import Transaction, Wsi
+from lwsobs.sinks import span_fastpath
 from lwsobs.sinks.base import NullSink
 from lwsobs.sinks.span_builder import ConnectionFact, SpanBuilder, snapshot
 
@@ -57,11 +62,20 @@ class SpanSink(NullSink):
     ) -> None:
         self.builder = builder
         self.exporters = list(exporters)
-        self.max_queue = max_queue
-        self.batch_size = batch_size
+        self._max_queue = max_queue
+        self._batch_size = batch_size
         self.delay_s = delay_s
         self._queue: deque[Fact] = deque()
         self._wake = threading.Event()
+        # The C path samples the way SpanBuilder does, so it serves SpanBuilder only.
+        self._fast = span_fastpath.fast() if type(builder) is SpanBuilder else None
+        self._pusher: Any = None
+        if self._fast is not None:
+            self._pusher = self._fast.Pusher(
+                self._queue, max_queue, batch_size, self._wake.set, self._overflow
+            )
+            # The Tracker binds `transaction_ended` once: it gets the C pusher itself.
+            self.__dict__["transaction_ended"] = self._pusher
         self._stop = False
         self._abandon = False  # shutdown gave up: export nothing more
         self._flush_requested = False
@@ -72,6 +86,28 @@ class SpanSink(NullSink):
         self.dropped: Counter[str] = Counter()
         self._thread: threading.Thread | None = None
 
+    @property
+    def max_queue(self) -> int:
+        """Facts queued at most; beyond it new facts are dropped (counted as queue_full)."""
+        return self._max_queue
+
+    @max_queue.setter
+    def max_queue(self, value: int) -> None:
+        self._max_queue = value
+        if self._pusher is not None:
+            self._pusher.max_queue = value
+
+    @property
+    def batch_size(self) -> int:
+        """Facts per export; a queue this long wakes the worker."""
+        return self._batch_size
+
+    @batch_size.setter
+    def batch_size(self, value: int) -> None:
+        self._batch_size = value
+        if self._pusher is not None:
+            self._pusher.batch_size = value
+
     # -- hot path ----------------------------------------------------------------------------
 
     def transaction_ended(self, txn: Transaction) -> None:
@@ -81,13 +117,19 @@ class SpanSink(NullSink):
         self._push(snapshot(wsi))
 
     def _push(self, fact: Fact) -> None:
+        if self._pusher is not None:
+            self._pusher(fact)
+            return
         queue = self._queue
-        if len(queue) >= self.max_queue:
-            self.dropped["queue_full"] += 1
+        if len(queue) >= self._max_queue:
+            self._overflow(fact)
             return
         queue.append(fact)
-        if len(queue) == self.batch_size:
+        if len(queue) == self._batch_size:
             self._wake.set()
+
+    def _overflow(self, fact: Fact) -> None:
+        self.dropped["queue_full"] += 1
 
     # -- worker ------------------------------------------------------------------------------
 
@@ -104,13 +146,14 @@ class SpanSink(NullSink):
             woken = self._wake.wait(self.delay_s)
             self._wake.clear()
             # A full batch wakes the worker early: send full batches only, so every request
-            # to the backend carries batch_size spans. The timer, a flush or a stop sends all.
+            # to the backend carries batch_size spans. The timer, a flush or a stop sends all
+            # that is queued; a stop also what arrives meanwhile.
             everything = not woken or self._flush_requested or self._stop
             self._flush_requested = False
             try:
                 self._drain(everything)
                 if self._stop:
-                    self._drain(everything=True)
+                    self._drain_all()
             except Exception:  # the worker must outlive any bug in an exporter or the sampler
                 log.exception("span export worker failed; it carries on")
                 self._idle.set()
@@ -118,30 +161,48 @@ class SpanSink(NullSink):
                 return
 
     def _drain(self, everything: bool = True) -> None:
+        """Export full batches, and with `everything` also the rest of what is queued now.
+
+        Facts pushed while a batch is exported wait for the next full batch or the next drain:
+        chasing them would send a stream of small requests whenever exporting is slow.
+        """
         queue = self._queue
         batch = self.batch_size
-        while (len(queue) >= batch or (everything and queue)) and not self._abandon:
+        fast = self._fast
+        owed = len(queue) if everything else 0
+        while (len(queue) >= batch or (owed > 0 and queue)) and not self._abandon:
             self._idle.clear()
             take = min(len(queue), batch)
-            facts = [queue.popleft() for _ in range(take)]
-            self._export(self._sample(facts))
+            owed -= take
+            if fast is not None:
+                kept, sampled_out = fast.sample(
+                    queue, take, self.builder.ids.join_traceparent, self._decide, ConnectionFact
+                )
+                self.sampled_out += sampled_out
+            else:
+                kept = self._sample([queue.popleft() for _ in range(take)])
+            self._export(kept)
         self._idle.set()
 
+    def _drain_all(self) -> None:
+        """Drain until nothing is queued, what arrives meanwhile included (stop, no worker)."""
+        while self._queue and not self._abandon:
+            self._drain(everything=True)
+
     def _sample(self, facts: list[Fact]) -> list[Fact]:
-        kept: list[Fact] = []
-        decide = self.builder.decide
-        for fact in facts:
-            try:
-                keep = decide(fact)
-            except Exception:  # a bad fact must not stop the worker
-                log.exception("could not sample a span")
-                self.dropped["build_error"] += 1
-                continue
-            if keep:
-                kept.append(fact)
-            else:
-                self.sampled_out += 1
-        return kept
+        return [fact for fact in facts if self._decide(fact)]
+
+    def _decide(self, fact: Fact) -> bool:
+        """Whether to keep `fact`; a fact not kept is counted (sampled out, or a build error)."""
+        try:
+            keep = self.builder.decide(fact)
+        except Exception:  # a bad fact must not stop the worker
+            log.exception("could not sample a span")
+            self.dropped["build_error"] += 1
+            return False
+        if not keep:
+            self.sampled_out += 1
+        return keep
 
     def _export(self, facts: list[Fact]) -> None:
         if not facts:
@@ -162,7 +223,7 @@ class SpanSink(NullSink):
     def flush(self, timeout_s: float = FLUSH_TIMEOUT_S) -> bool:
         """Wait until everything queued so far has been exported (or timed out)."""
         if self._thread is None:
-            self._drain()
+            self._drain_all()
             return True
         pause = threading.Event()
         waited = 0.0
@@ -198,7 +259,7 @@ class SpanSink(NullSink):
                 )
             self._thread = None
         else:
-            self._drain()
+            self._drain_all()
         if self._queue:
             self.dropped["shutdown"] += len(self._queue)
             self._queue.clear()
