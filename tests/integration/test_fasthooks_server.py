@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import gc
-from collections.abc import Iterator
 from typing import Any
 
 import aiohttp
@@ -24,7 +23,7 @@ from lwsobs.instrument import instrument
 from lwsobs.observer import Observer
 from lwsobs.sources import aiohttp_server
 from tests.conftest import eventually, run_app
-from tests.unit.test_fasthooks import HANDLERS, Clock, configure, fast_handler, hooks
+from tests.unit.test_fasthooks import HANDLERS, Clock, fast_handler, hooks
 
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 
@@ -60,22 +59,6 @@ class Recorder:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.tracker, name)
-
-
-@pytest.fixture
-def clock(monkeypatch: pytest.MonkeyPatch) -> Iterator[Clock]:
-    fake = Clock()
-    monkeypatch.setattr(aiohttp_server, "monotonic_ns", fake)
-    configure(fake)
-    yield fake
-    configure(None)
-
-
-@pytest.fixture
-def restore_switch() -> Iterator[None]:
-    was = aiohttp_server._handler_class
-    yield
-    aiohttp_server._handler_class = was
 
 
 def app_for(observer: Observer) -> tuple[web.Application, Recorder]:
