@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import gc
-from collections.abc import Iterator
 from typing import Any
 
 import aiohttp
@@ -24,27 +23,9 @@ from lwsobs.instrument import instrument
 from lwsobs.observer import Observer
 from lwsobs.sources import aiohttp_server
 from tests.conftest import eventually, run_app
-from tests.unit.test_fasthooks import Clock, configure, fast_handler, handler_classes, hooks
+from tests.fasthooks_support import Clock, fast_handler, handler_classes, hooks
 
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
-
-
-# The unit test's fixtures, defined again: a conftest importing them would load hypothesis
-# (tests/unit/test_fasthooks.py uses it) in the aiohttp 3.10 compat venv, which has none.
-@pytest.fixture
-def clock(monkeypatch: pytest.MonkeyPatch) -> Iterator[Clock]:
-    fake = Clock()
-    monkeypatch.setattr(aiohttp_server, "monotonic_ns", fake)
-    configure(fake)
-    yield fake
-    configure(None)
-
-
-@pytest.fixture
-def restore_switch() -> Iterator[None]:
-    was = aiohttp_server._handler_class
-    yield
-    aiohttp_server._handler_class = was
 
 
 class Recorder:
@@ -153,7 +134,7 @@ async def traffic(handler_class: type[Any], clock: Clock, *, spans: bool) -> lis
 
 
 @pytest.mark.parametrize("spans", [False, True], ids=["metrics", "spans"])
-@pytest.mark.usefixtures("restore_switch")
+@pytest.mark.usefixtures("restore_handler_switch")
 async def test_real_traffic_makes_the_same_calls_on_both_paths(spans: bool, clock: Clock) -> None:
     handlers = handler_classes()
     calls = {name: await traffic(cls, clock, spans=spans) for name, cls in handlers.items()}
@@ -175,7 +156,7 @@ async def test_real_traffic_makes_the_same_calls_on_both_paths(spans: bool, cloc
     assert traceparents == ([TRACEPARENT] * 3 if spans else [None] * 3)
 
 
-@pytest.mark.usefixtures("restore_switch")
+@pytest.mark.usefixtures("restore_handler_switch")
 async def test_connections_keep_their_path_when_the_switch_moves() -> None:
     """use_fast_path() applies to new connections; an open one keeps its hooks and works."""
     observer = Observer(Config(spans=False))
@@ -202,7 +183,7 @@ async def test_connections_keep_their_path_when_the_switch_moves() -> None:
     assert binds == drops == ["wsi0", "wsi1", "wsi0"]
 
 
-@pytest.mark.usefixtures("restore_switch")
+@pytest.mark.usefixtures("restore_handler_switch")
 async def test_fast_handler_holds_no_cycle_of_its_own() -> None:
     """The RequestHook never references its handler (aiohttp passes it in), so a closed
     connection's handler goes with its last reference, and __del__ still sees it go."""

@@ -12,14 +12,13 @@ tests/integration/test_fasthooks_server.py does the same over real sockets. Thes
 from __future__ import annotations
 
 import asyncio
-import functools
 import gc
 import logging
 import os
 import socket
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from types import SimpleNamespace
@@ -39,79 +38,13 @@ from lwsobs.instrument import instrument
 from lwsobs.observer import Observer
 from lwsobs.sources import aiohttp_server
 from lwsobs.sources.aiohttp_server import InstrumentedRequestHandler, RequestHandler, _route_of
+from tests.fasthooks_support import Clock, configure, fast_handler, handler_classes, hooks
 
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 GET = b"GET /hello?x=1 HTTP/1.1\r\nHost: t\r\ntraceparent: " + TRACEPARENT.encode() + b"\r\n\r\n"
 POST = b"POST /items/7 HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nabcde"
 PLAIN = b"GET / HTTP/1.1\r\nHost: t\r\n\r\n"
 BAD = b"NOT HTTP AT ALL\r\n\r\n"
-
-
-def fast_handler() -> type[InstrumentedRequestHandler]:
-    fast = aiohttp_server.FAST_HANDLER
-    assert fast is not None, "lwsobs.sources._fasthooks is not built: run pip install -e ."
-    return fast
-
-
-def hooks() -> Any:
-    fast_handler()
-    from lwsobs.sources import _fasthooks
-
-    return _fasthooks
-
-
-@functools.cache
-def handler_classes() -> dict[str, type[Any]]:
-    """The handlers every comparison runs, built on first use: without the extension this
-    module still imports (tests/integration/conftest.py imports it) and each test fails."""
-    fast = fast_handler()
-
-    class FastSubclass(fast):  # type: ignore[valid-type,misc]
-        """Not exactly the configured type: the C hooks read its slots by getattr, not offset."""
-
-        __slots__ = ()
-
-    return {"pure": InstrumentedRequestHandler, "fast": fast, "fast-subclass": FastSubclass}
-
-
-def configure(clock: Callable[[], int] | None) -> None:
-    """(Re)configure the C hooks as aiohttp_server does, with `clock` for monotonic_ns."""
-    hooks().configure(
-        fast_handler(),
-        ANCHOR_NS,
-        web_protocol.ERROR,
-        aiohttp_server._base_data_received,
-        aiohttp_server._base_log_access,
-        clock,
-    )
-
-
-class Clock:
-    """monotonic_ns for both paths: 1000, 2000, ..., so every stamp says which read took it."""
-
-    def __init__(self) -> None:
-        self.reads = 0
-
-    def __call__(self) -> int:
-        self.reads += 1
-        return self.reads * 1000
-
-
-@pytest.fixture
-def clock(monkeypatch: pytest.MonkeyPatch) -> Iterator[Clock]:
-    """The same fake clock for both paths (the pure one reads the module's monotonic_ns)."""
-    fake = Clock()
-    monkeypatch.setattr(aiohttp_server, "monotonic_ns", fake)
-    configure(fake)
-    yield fake
-    configure(None)
-
-
-@pytest.fixture
-def restore_switch() -> Iterator[None]:
-    was = aiohttp_server._handler_class
-    yield
-    aiohttp_server._handler_class = was
 
 
 class Recorder:
@@ -244,7 +177,7 @@ async def bare(
 # -- the extension is there and wired in -----------------------------------------------------
 
 
-@pytest.mark.usefixtures("restore_switch")
+@pytest.mark.usefixtures("restore_handler_switch")
 def test_fast_path_is_built_and_in_use() -> None:
     fast = fast_handler()
     assert fast.__mro__[1] is InstrumentedRequestHandler
