@@ -13,6 +13,7 @@ import os
 from typing import Any
 
 PURE_PYTHON = os.environ.get("LWSOBS_PURE_PYTHON", "") not in ("", "0")
+"""LWSOBS_PURE_PYTHON=1: every C fast path starts off (parser, core, hooks, span path)."""
 
 
 def load_core(wsi_class: type, context_class: type) -> Any | None:

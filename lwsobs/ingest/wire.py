@@ -9,11 +9,12 @@ short and safe to log: it never echoes more than a few dozen characters of the i
 from __future__ import annotations
 
 import json
-import os
 import re
 from collections.abc import Callable, Mapping
 from enum import IntEnum, StrEnum
 from typing import Any, Final, NamedTuple
+
+from lwsobs.core.fast import PURE_PYTHON
 
 MAX_LINE_BYTES: Final = 16 * 1024  # "a line longer than 16 KiB ... is rejected": 16384 is accepted
 MAX_TEXT_BYTES: Final = 1024  # free-text fields are cut here (the producer should already have)
@@ -420,7 +421,7 @@ def _load_fast() -> Callable[[bytes], Event | None] | None:
 
 
 fast_parse: Final = _load_fast()  # None when the extension is not built (or out of step)
-_fast_parse = None if os.environ.get("LWSOBS_PURE_PYTHON", "") not in ("", "0") else fast_parse
+_fast_parse = None if PURE_PYTHON else fast_parse
 
 
 def use_fast_path(enabled: bool) -> bool:

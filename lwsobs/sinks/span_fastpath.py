@@ -7,9 +7,10 @@ results. Each object chooses when it is built, so a test can build one of each a
 
 from __future__ import annotations
 
-import os
 from types import ModuleType
 from typing import Final
+
+from lwsobs.core.fast import PURE_PYTHON
 
 
 def _load() -> ModuleType | None:
@@ -21,7 +22,7 @@ def _load() -> ModuleType | None:
 
 
 built: Final = _load()  # None when the extension is not built
-_enabled = os.environ.get("LWSOBS_PURE_PYTHON", "") in ("", "0")
+_enabled = not PURE_PYTHON
 
 
 def use_fast_path(enabled: bool) -> bool:

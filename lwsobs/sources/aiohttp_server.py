@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-import os
 from collections import deque
 from collections.abc import Awaitable, Callable
 from time import monotonic_ns
@@ -33,6 +32,7 @@ from aiohttp import web, web_protocol, web_runner, web_server
 from aiohttp.web_protocol import RequestHandler
 
 from lwsobs.clock import ANCHOR_NS, now_ns
+from lwsobs.core.fast import PURE_PYTHON
 from lwsobs.core.model import Context, Wsi
 from lwsobs.core.roles import Role
 
@@ -241,9 +241,7 @@ def _fast_handler() -> type[InstrumentedRequestHandler] | None:
 
 FAST_HANDLER: Final = _fast_handler()
 _handler_class: type[InstrumentedRequestHandler] = (
-    InstrumentedRequestHandler
-    if FAST_HANDLER is None or os.environ.get("LWSOBS_PURE_PYTHON", "") not in ("", "0")
-    else FAST_HANDLER
+    InstrumentedRequestHandler if FAST_HANDLER is None or PURE_PYTHON else FAST_HANDLER
 )
 
 
