@@ -423,24 +423,64 @@ static PyObject *parse_object(cursor_t *c, PyObject **values, unsigned char *scr
     return event;
 }
 
-static PyObject *fastwire_parse(PyObject *Py_UNUSED(module), PyObject *line) {
-    if (event_type == NULL || !PyBytes_CheckExact(line))
-        Py_RETURN_NONE;
-    Py_ssize_t len = PyBytes_GET_SIZE(line);
+/* The Event of one line, or NULL (no exception set) when unsure: the pure path decides. */
+static PyObject *parse_span(const unsigned char *data, Py_ssize_t len) {
     if (len > max_line)
-        Py_RETURN_NONE;
+        return NULL;
     unsigned char scratch[MAX_LINE_CAP];
     PyObject *values[MAX_FIELDS] = {NULL};
-    cursor_t c = {(const unsigned char *)PyBytes_AS_STRING(line),
-                  (const unsigned char *)PyBytes_AS_STRING(line) + len};
+    cursor_t c = {data, data + len};
     PyObject *event = parse_object(&c, values, scratch);
     for (Py_ssize_t i = 0; i < n_fields; i++)
         Py_XDECREF(values[i]);
-    if (event == NULL) {
+    if (event == NULL)
         PyErr_Clear(); /* an allocation failure is a doubt too: the pure path decides */
-        Py_RETURN_NONE;
-    }
     return event;
+}
+
+static PyObject *fastwire_parse(PyObject *Py_UNUSED(module), PyObject *line) {
+    if (event_type == NULL || !PyBytes_CheckExact(line))
+        Py_RETURN_NONE;
+    PyObject *event =
+        parse_span((const unsigned char *)PyBytes_AS_STRING(line), PyBytes_GET_SIZE(line));
+    if (event == NULL)
+        Py_RETURN_NONE;
+    return event;
+}
+
+/* parse_lines(data) -> (items, doubtful): data split on b"\n", empty lines skipped, each line
+   as its Event, or as the line's bytes when unsure (`doubtful` counts those). */
+static PyObject *fastwire_parse_lines(PyObject *Py_UNUSED(module), PyObject *data) {
+    if (!PyBytes_CheckExact(data)) {
+        PyErr_SetString(PyExc_TypeError, "parse_lines() takes bytes");
+        return NULL;
+    }
+    PyObject *items = PyList_New(0);
+    if (items == NULL)
+        return NULL;
+    Py_ssize_t doubtful = 0;
+    const unsigned char *p = (const unsigned char *)PyBytes_AS_STRING(data);
+    const unsigned char *end = p + PyBytes_GET_SIZE(data);
+    while (p < end) {
+        const unsigned char *nl = memchr(p, '\n', (size_t)(end - p));
+        const unsigned char *stop = nl != NULL ? nl : end;
+        Py_ssize_t len = stop - p;
+        if (len > 0) {
+            PyObject *item = event_type != NULL ? parse_span(p, len) : NULL;
+            if (item == NULL) {
+                item = PyBytes_FromStringAndSize((const char *)p, len);
+                doubtful++;
+            }
+            if (item == NULL || PyList_Append(items, item) < 0) {
+                Py_XDECREF(item);
+                Py_DECREF(items);
+                return NULL;
+            }
+            Py_DECREF(item);
+        }
+        p = stop + 1;
+    }
+    return Py_BuildValue("(Nn)", items, doubtful);
 }
 
 /* -- configure ------------------------------------------------------------------------------ */
@@ -522,6 +562,9 @@ static PyMethodDef fastwire_methods[] = {
      "(name, kind, required) in Event field order, and wire.py's limits."},
     {"parse", fastwire_parse, METH_O,
      "parse(line: bytes) -> Event | None: the Event wire.py would build, or None when unsure."},
+    {"parse_lines", fastwire_parse_lines, METH_O,
+     "parse_lines(data: bytes) -> (items, doubtful): per non-empty line (split on newlines) its "
+     "Event, or the line's bytes when unsure; doubtful counts the bytes items."},
     {NULL, NULL, 0, NULL},
 };
 

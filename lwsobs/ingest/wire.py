@@ -353,6 +353,11 @@ def _judge(obj: dict[str, Any]) -> Event | Rejection:
 
 def parse_datagram(data: bytes) -> tuple[list[Event], list[Rejection]]:
     """Split a datagram or body on newlines and judge each non-empty line; both lists keep order."""
+    if _fast_parse is not None and _fast_lines is not None and type(data) is bytes:
+        items, doubtful = _fast_lines(data)
+        if not doubtful:
+            return items, []  # every line an Event: the common case, no loop in Python
+        return _judge_doubtful(items)
     events: list[Event] = []
     rejections: list[Rejection] = []
     fast = _fast_parse
@@ -363,6 +368,19 @@ def parse_datagram(data: bytes) -> tuple[list[Event], list[Rejection]]:
         result: Event | Rejection | None = fast(line) if fast is not None else None
         if result is None:
             result = parse_line_pure(line)
+        if isinstance(result, Event):
+            events.append(result)
+        else:
+            rejections.append(result)
+    return events, rejections
+
+
+def _judge_doubtful(items: list[Event | bytes]) -> tuple[list[Event], list[Rejection]]:
+    """The C split's result with each line it was unsure about judged by the pure path."""
+    events: list[Event] = []
+    rejections: list[Rejection] = []
+    for item in items:
+        result = parse_line_pure(item) if isinstance(item, bytes) else item
         if isinstance(result, Event):
             events.append(result)
         else:
@@ -387,11 +405,13 @@ _FAST_PATTERNS: Final = (
 )
 
 
-def _load_fast() -> Callable[[bytes], Event | None] | None:
-    """The C parser, configured from this module's field table; None if absent or out of step.
+def _load_fast() -> Any:
+    """The C parser module, configured from this module's field table; None if absent or out
+    of step.
 
-    It returns an Event only for lines it is certain about and None for the rest, which
-    parse_line_pure then judges, so its absence changes speed, never results.
+    Its `parse` returns an Event only for lines it is certain about and None for the rest
+    (`parse_lines` hands those back as bytes), which parse_line_pure then judges, so its
+    absence changes speed, never results.
     """
     try:
         from lwsobs.ingest import _fastwire
@@ -416,11 +436,17 @@ def _load_fast() -> Callable[[bytes], Event | None] | None:
         )
     except (TypeError, ValueError):
         return None
-    parse: Callable[[bytes], Event | None] = _fastwire.parse
-    return parse
+    return _fastwire
 
 
-fast_parse: Final = _load_fast()  # None when the extension is not built (or out of step)
+_fastwire_module = _load_fast()  # None when the extension is not built (or out of step)
+fast_parse: Final[Callable[[bytes], Event | None] | None] = (
+    None if _fastwire_module is None else _fastwire_module.parse
+)
+# one call per body: its Events, with the lines the C parser was unsure of left as bytes
+_fast_lines: Final[Callable[[bytes], tuple[list[Any], int]] | None] = (
+    None if _fastwire_module is None else _fastwire_module.parse_lines
+)
 _fast_parse = None if PURE_PYTHON else fast_parse
 
 

@@ -144,6 +144,53 @@ def test_datagrams_of_real_lines_agree_with_the_pure_path() -> None:
     assert events == [parse_line_pure(ln) for ln in data.split(b"\n")]
 
 
+def pure_datagram(data: bytes) -> tuple[list[Event], list[Rejection]]:
+    was = wire._fast_parse is not None
+    wire.use_fast_path(False)
+    try:
+        return parse_datagram(data)
+    finally:
+        wire.use_fast_path(was)
+
+
+@pytest.mark.usefixtures("restore_switch")
+def test_a_body_is_split_in_c_exactly_as_the_pure_path_splits_it() -> None:
+    wire.use_fast_path(True)
+    good = lines_of(RECORDINGS[1])[:5]
+    doubtful = line(("x", 1))  # valid, but an unknown key: the C parser leaves it to Python
+    bodies = [
+        b"",
+        b"\n\n\n",
+        b"\n".join(good),
+        b"\n" + b"\n\n".join(good) + b"\n",
+        b"\n".join([good[0], doubtful, b"{bad", good[1], b"  ", good[2] + b"\r"]),
+        b"\n".join([b"{bad"] * 3),
+        good[0] * 2,  # two objects on one line: one bad line
+    ]
+    for body in bodies:
+        assert parse_datagram(body) == pure_datagram(body), body[:80]
+    events, rejections = parse_datagram(bodies[4])
+    assert len(events) == 4 and len(rejections) == 2
+    assert events[0] == parse_line_pure(good[0]) and events[1].seq == 7  # order kept
+
+
+def test_parse_lines_reports_what_it_left_to_python() -> None:
+    module = wire._fastwire_module
+    assert module is not None
+    items, doubtful = module.parse_lines(b"\n".join([line(), line(("x", 1)), b"", b"{"]))
+    assert doubtful == 2
+    assert [type(item) for item in items] == [Event, bytes, bytes]
+    with pytest.raises(TypeError):
+        module.parse_lines("not bytes")
+
+
+@pytest.mark.usefixtures("restore_switch")
+def test_a_bytearray_body_takes_the_python_split() -> None:
+    wire.use_fast_path(True)
+    data = b"\n".join(lines_of(RECORDINGS[1])[:3])
+    assert parse_datagram(bytearray(data)) == parse_datagram(data)  # type: ignore[arg-type]
+
+
 # -- accepted shapes: each handled, each identical -------------------------------------------------
 
 
@@ -337,3 +384,24 @@ def test_random_edits_of_real_lines_agree(data: bytes, draw: st.DataObject) -> N
     else:
         data = data[:at] + byte + data[at + 1 :]
     agree(data)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            st.sampled_from(REAL),
+            st.sampled_from([b"", b" ", b"{", b"\r", line(("x", 1)), line(("seq", -1))]),
+            objects(),
+        ),
+        max_size=12,
+    ),
+    st.booleans(),
+)
+@pytest.mark.usefixtures("restore_switch")
+def test_generated_bodies_split_and_judge_as_the_pure_path(
+    parts: list[bytes], trailing: bool
+) -> None:
+    wire.use_fast_path(True)
+    body = b"\n".join(parts) + (b"\n" if trailing else b"")
+    assert parse_datagram(body) == pure_datagram(body)
