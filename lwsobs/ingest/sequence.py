@@ -60,7 +60,9 @@ _FIRST: Final = Verdict(Action.APPLY, first=True)
 _DUPLICATE: Final = Verdict(Action.DUPLICATE)
 
 
-class _Source:
+class SourceRun:
+    """The remembered state of one source; `SequenceTracker.run` lends it to a hot loop."""
+
     __slots__ = ("duplicates", "last", "last_mono", "last_t", "lost")
 
     def __init__(self) -> None:
@@ -78,7 +80,7 @@ class SequenceTracker:
         if max_sources < 1:
             raise ValueError(f"max_sources must be at least 1, got {max_sources}")
         self.max_sources = max_sources
-        self._sources: OrderedDict[str, _Source] = OrderedDict()  # least recently seen first
+        self._sources: OrderedDict[str, SourceRun] = OrderedDict()  # least recently seen first
         self.lost = 0  # sum of all gaps
         self.duplicates = 0  # lines at or below their source's last seq
         self.evictions = 0  # sources dropped to stay within max_sources
@@ -90,7 +92,7 @@ class SequenceTracker:
             if len(self._sources) >= self.max_sources:
                 self._sources.popitem(last=False)
                 self.evictions += 1
-            state = self._sources[src] = _Source()
+            state = self._sources[src] = SourceRun()
         else:
             self._sources.move_to_end(src)
         last = state.last
@@ -112,6 +114,16 @@ class SequenceTracker:
         state.duplicates += 1
         self.duplicates += 1
         return _DUPLICATE
+
+    def run(self, src: str) -> SourceRun | None:
+        """The state of `src`, for a caller that applies its next lines in order by itself.
+
+        Advancing `last` (with `last_t`, `last_mono`) by exactly one per line is what `observe`
+        would do for them (the source is already the most recently seen, unless another source
+        was observed in between: then call `observe` again). It saves a call per line.
+        """
+        state = self._sources.get(src)
+        return None if state is None or state.last is None else state
 
     def reset(self, src: str) -> None:
         """Forget the last `seq` of `src` (not its counters); call it on HELLO, before observe."""

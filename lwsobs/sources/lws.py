@@ -166,6 +166,12 @@ class LwsDecoder:
         self._heard: OrderedDict[str, None] = OrderedDict()
         self._idle: OrderedDict[str, None] = OrderedDict()
         self._recent: _SourceState | None = None  # heard last: already last in both orders
+        # the (src, ctx) of the last event, its source and context: a run of events of one
+        # context skips the lookups. Valid while that source is `_recent` and the context is
+        # not ended (`_end_context` clears it).
+        self._recent_context: tuple[str, str | None, _SourceState | None, _ContextState] | None = (
+            None
+        )
         self.stats: Counter[str] = Counter()
 
     @property
@@ -183,7 +189,17 @@ class LwsDecoder:
         if event.fake or is_fake_wsi(r) or event.wsi is None:
             self.stats["untracked"] += 1
             return
-        state = self._context(event)
+        recent = self._recent_context
+        if (
+            recent is not None
+            and recent[2] is self._recent
+            and recent[0] == event.src
+            and recent[1] == event.ctx
+        ):
+            state = recent[3]  # the same source and context as the event before: nothing moves
+        else:
+            state = self._context(event)
+            self._recent_context = (event.src, event.ctx, self._recent, state)
         if r != R.FILTER_NETWORK_CONNECTION and r != R.WSI_CREATE:
             state.accept_pending = False  # lws adopts synchronously: 17 is followed by its 29
         handler = _HANDLERS.get(r)
@@ -260,6 +276,7 @@ class LwsDecoder:
         self._forget(src)
 
     def _forget(self, src: str) -> None:
+        self._recent_context = None
         self._sources.pop(src, None)
         self._heard.pop(src, None)
         self._idle.pop(src, None)
@@ -291,6 +308,7 @@ class LwsDecoder:
         state = source.contexts.pop(key, None)
         if state is None:
             return
+        self._recent_context = None
         if not source.contexts:
             self._idle[src] = None
         if source.uncertain:
