@@ -54,14 +54,16 @@ from lwsobs.core.roles import LeakRule, Role
 from lwsobs.core.tracker import Tracker
 from lwsobs.ingest.sequence import DEFAULT_MAX_SOURCES
 from lwsobs.ingest.wire import Event, PseudoEvent, source_label
+from lwsobs.sources.lws_reasons import FAKE_WSI_REASONS
 from lwsobs.sources.lws_reasons import LwsReason as R
-from lwsobs.sources.lws_reasons import is_fake_wsi
 
 _TXN_COMPLETED = "lws_http_transaction_completed"
 # The DROP before a redirect's reconnect: lws 4.1.6 passes the name of lws_client_reset() itself;
 # "client_reset" is the reason of the BIND that follows (a DROP only if a bind was left open).
 _CLIENT_RESET = frozenset({"client_reset", "lws_client_reset"})
 _V4_MAPPED = "::ffff:"
+# The accept pair: FILTER_NETWORK_CONNECTION announces it, the WSI_CREATE after it is the wsi.
+_ACCEPT_REASONS = frozenset({R.FILTER_NETWORK_CONNECTION, R.WSI_CREATE})
 # Callbacks that only show activity: they keep a wsi from looking idle.
 _ACTIVITY = frozenset(
     {
@@ -186,21 +188,21 @@ class LwsDecoder:
         if r < 0:
             self._pseudo(event)
             return
-        if event.fake or is_fake_wsi(r) or event.wsi is None:
+        if event.fake or r in FAKE_WSI_REASONS or event.wsi is None:
             self.stats["untracked"] += 1
             return
         recent = self._recent_context
         if (
             recent is not None
-            and recent[2] is self._recent
             and recent[0] == event.src
             and recent[1] == event.ctx
+            and recent[2] is self._recent
         ):
             state = recent[3]  # the same source and context as the event before: nothing moves
         else:
             state = self._context(event)
             self._recent_context = (event.src, event.ctx, self._recent, state)
-        if r != R.FILTER_NETWORK_CONNECTION and r != R.WSI_CREATE:
+        if r not in _ACCEPT_REASONS:
             state.accept_pending = False  # lws adopts synchronously: 17 is followed by its 29
         handler = _HANDLERS.get(r)
         if handler is not None:
