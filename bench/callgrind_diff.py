@@ -23,7 +23,7 @@ SMALL, LARGE = 1000, 4000
 def per_function(path: Path) -> dict[str, int]:
     """Exclusive instructions per function of one callgrind output (callgrind_annotate)."""
     out = subprocess.run(
-        ["callgrind_annotate", "--threshold=100", str(path)],
+        ["callgrind_annotate", "--auto=no", "--threshold=100", str(path)],
         capture_output=True,
         text=True,
         check=True,
