@@ -251,8 +251,25 @@ static PyObject *ascii_str(const unsigned char *data, Py_ssize_t len) {
     return s;
 }
 
+/* The last ASCII string made for each field. A producer repeats most values line after line
+ * (src, ctx, wsi, vh, pcol, method...): handing out the same str again saves an allocation, and
+ * the pipeline's comparisons of equal values become identity checks. Strings are immutable, so
+ * sharing one is invisible. */
+static PyObject *last_str[MAX_FIELDS];
+
+static PyObject *field_str(Py_ssize_t field, const unsigned char *data, Py_ssize_t len) {
+    PyObject *last = last_str[field];
+    if (last != NULL && PyUnicode_GET_LENGTH(last) == len &&
+        memcmp(PyUnicode_1BYTE_DATA(last), data, (size_t)len) == 0)
+        return Py_NewRef(last);
+    PyObject *s = ascii_str(data, len);
+    if (s != NULL)
+        Py_XSETREF(last_str[field], Py_NewRef(s));
+    return s;
+}
+
 /* wire._text: cut at max_text bytes of UTF-8, dropping a character cut in half */
-static PyObject *text_value(const string_t *s) {
+static PyObject *text_value(Py_ssize_t field, const string_t *s) {
     Py_ssize_t n = s->len;
     if (n > max_text) {
         n = max_text;
@@ -260,12 +277,12 @@ static PyObject *text_value(const string_t *s) {
             n--;
     }
     if (s->ascii)
-        return ascii_str(s->data, n);
+        return field_str(field, s->data, n);
     return PyUnicode_DecodeUTF8((const char *)s->data, n, "strict");
 }
 
 /* wire._hex: optional 0x/0X, 1..max_hex hex digits; lowercase, no leading zeros ("0" for zero) */
-static PyObject *hex_value_str(const string_t *s) {
+static PyObject *hex_value_str(Py_ssize_t field, const string_t *s) {
     const unsigned char *d = s->data;
     Py_ssize_t n = s->len;
     if (n >= 2 && d[0] == '0' && (d[1] == 'x' || d[1] == 'X')) {
@@ -284,7 +301,7 @@ static PyObject *hex_value_str(const string_t *s) {
     Py_ssize_t first = 0;
     while (first < n - 1 && buf[first] == '0')
         first++;
-    return ascii_str(buf + first, n - first);
+    return field_str(field, buf + first, n - first);
 }
 
 /* wire._src: [A-Za-z0-9._:@-]{1,64} */
@@ -300,8 +317,16 @@ static int src_ok(const string_t *s) {
     return 1;
 }
 
+/* The fields by the first byte of their name: a key is compared with a handful, not all. */
+static unsigned char by_first_count[256];
+static unsigned char by_first[256][MAX_FIELDS];
+
 static Py_ssize_t find_field(const unsigned char *name, Py_ssize_t len) {
-    for (Py_ssize_t i = 0; i < n_fields; i++) {
+    if (len < 1)
+        return -1;
+    const unsigned char *candidates = by_first[name[0]];
+    for (int j = 0; j < by_first_count[name[0]]; j++) {
+        int i = candidates[j];
         if (fields[i].len == len && memcmp(fields[i].name, name, (size_t)len) == 0)
             return i;
     }
@@ -352,11 +377,11 @@ static int read_value(cursor_t *c, const field_t *f, unsigned char *scratch, PyO
         if (!read_string(c, scratch, &s))
             return 0;
         if (f->kind == K_SRC) {
-            *out = src_ok(&s) ? ascii_str(s.data, s.len) : NULL;
+            *out = src_ok(&s) ? field_str(f - fields, s.data, s.len) : NULL;
         } else if (f->kind == K_HEX) {
-            *out = s.ascii ? hex_value_str(&s) : NULL;
+            *out = s.ascii ? hex_value_str(f - fields, &s) : NULL;
         } else {
-            *out = text_value(&s);
+            *out = text_value(f - fields, &s);
         }
         return *out != NULL;
     }
@@ -547,11 +572,18 @@ static PyObject *fastwire_configure(PyObject *Py_UNUSED(module), PyObject *args)
     Py_DECREF(items);
     memcpy(fields, table, sizeof(field_t) * (size_t)n);
     n_fields = n;
+    memset(by_first_count, 0, sizeof(by_first_count));
+    for (Py_ssize_t i = 0; i < n; i++) {
+        unsigned char first = (unsigned char)fields[i].name[0];
+        by_first[first][by_first_count[first]++] = (unsigned char)i;
+    }
     max_line = line_limit;
     max_text = text_limit;
     max_hex = hex_limit;
     wire_version = version;
     Py_INCREF(type);
+    for (Py_ssize_t i = 0; i < MAX_FIELDS; i++)
+        Py_CLEAR(last_str[i]); /* the field table may have changed */
     Py_XSETREF(event_type, type);
     Py_RETURN_NONE;
 }
