@@ -1,18 +1,22 @@
 /*
  * The span export path in C: the push on the request path, the sampling pass, the status page's
- * recent-connections bookkeeping and the OTLP encoding of the common transaction span.
+ * recent-connections bookkeeping and the OTLP encoding of the common transaction and connection
+ * spans.
  *
  * Why: with spans on, a request cost ~73,700 instructions more than with metrics only, nearly all
  * of it Python bytecode run once per transaction (a push through two Python calls, a sampling
  * decision through three, an OrderedDict/deque update, and a byte template filled by ~30 Python
- * operations). Here the same per-fact work is a few C API calls.
+ * operations). Here the same per-fact work is a few C API calls. A connection span (~15
+ * attributes built as a dict, then encoded one by one) cost the export worker more than the four
+ * transactions of its connection together; it is written here from cached fragments as well.
  *
  * The Python modules keep the reference implementation and stay in charge of everything unusual:
  * each entry point takes the Python callables it hands such facts to (a trace not decided yet, a
- * joined traceparent, a connection span, an int out of range, a path that is not plain UTF-8, a
+ * joined traceparent, span events, an int out of range, a string that is not plain UTF-8, a
  * cache miss), so results are those of the pure path by construction, and tests compare the two.
  *
- * Transaction, Wsi and _Entry fields are read by attribute name. When a type stores a field as a
+ * Transaction, Wsi, Context and _Entry fields are read by attribute name (ConnectionFact, a
+ * NamedTuple, by index). When a type stores a field as a
  * plain object member (a __slots__ slot, or a C member declared T_OBJECT/T_OBJECT_EX) and uses the
  * generic getattr, the member's offset is resolved once per type (and again whenever the type
  * changes: its version tag is checked) and read directly; otherwise PyObject_GetAttr is used.
@@ -72,12 +76,35 @@ static const char *const TXN_FIELDS[N_TXN] = {
     "wsi", "traceparent", "sampled", "method", "route", "role", "status", "error",
     "arrived_ns", "start_ns", "end_ns", "serial", "index", "path",
 };
-enum { W_SAMPLED, N_WSI };
-static const char *const WSI_FIELDS[N_WSI] = {"sampled"};
+/* Wsi's properties (id, created_ns, parent, attrs) have no offset: they are read by getattr */
+enum {
+    W_SAMPLED,
+    W_SERIAL,
+    W_ID,
+    W_CONTEXT,
+    W_CREATED,
+    W_PEER,
+    W_LOCAL,
+    W_PARENT,
+    W_ATTRS,
+    N_WSI
+};
+static const char *const WSI_FIELDS[N_WSI] = {
+    "sampled", "serial", "id", "context", "created_ns", "peer", "local", "parent", "attrs",
+};
+enum { C_SOURCE, C_NAME, N_CTX };
+static const char *const CTX_FIELDS[N_CTX] = {"source", "name"};
 enum { E_TXNS, E_SEEN, N_ENTRY };
 static const char *const ENTRY_FIELDS[N_ENTRY] = {"txns", "seen"};
 
-static layout_t txn_layout, wsi_layout, entry_layout;
+static layout_t txn_layout, wsi_layout, ctx_layout, entry_layout;
+
+/* ConnectionFact is a NamedTuple: its fields are read by index, in this order (Encoder checks
+   the type's _fields when it is built). */
+enum { F_WSI, F_ROLE, F_END, F_TRANSACTIONS, F_END_REASON, F_LEAK, F_EVENTS, N_FACT };
+static const char *const FACT_FIELDS[N_FACT] = {
+    "wsi", "role", "span_end_ns", "transactions", "end_reason", "leak", "events",
+};
 
 static int layout_init(layout_t *layout, const char *const *names, Py_ssize_t n) {
     layout->type = NULL;
@@ -283,11 +310,30 @@ static PyTypeObject PusherType = {
 
 /* -- sampling --------------------------------------------------------------------------------- */
 
+/* fast_decision for a ConnectionFact: SpanBuilder.decide(fact) is wsi_sampled(fact.wsi), the
+ * wsi's answer once it has one. */
+static int connection_decision(PyObject *fact) {
+    if (!PyTuple_Check(fact) || PyTuple_GET_SIZE(fact) != N_FACT)
+        return 2;
+    PyObject *wsi = PyTuple_GET_ITEM(fact, F_WSI);
+    layout_for(&wsi_layout, wsi);
+    PyObject *sampled = get(&wsi_layout, W_SAMPLED, wsi);
+    if (sampled == NULL) { /* the Python decide meets the same error and counts it */
+        if (!PyErr_ExceptionMatches(PyExc_Exception))
+            return -1;
+        PyErr_Clear();
+        return 2;
+    }
+    int keep = sampled == Py_None ? 2 : PyObject_IsTrue(sampled);
+    Py_DECREF(sampled);
+    return keep;
+}
+
 /* 1 keep, 0 sampled out, 2 not decided here (the Python decide must judge it), -1 error.
  * Exactly SpanBuilder.transaction_sampled for a transaction whose connection trace is decided. */
 static int fast_decision(PyObject *fact, PyObject *connection_type, int join) {
     if ((PyObject *)Py_TYPE(fact) == connection_type)
-        return 2;
+        return connection_decision(fact);
     layout_for(&txn_layout, fact);
     PyObject *sampled = get(&txn_layout, T_SAMPLED, fact);
     if (sampled == NULL)
@@ -505,6 +551,12 @@ static inline char *put_fixed64(char *p, uint64_t n) {
     return p;
 }
 
+static inline char *put_be64(char *p, uint64_t n) {
+    for (int shift = 56; shift >= 0; shift -= 8)
+        *p++ = (char)((n >> shift) & 0xFF);
+    return p;
+}
+
 static inline char *put_bytes(char *p, PyObject *bytes) {
     Py_ssize_t len = PyBytes_GET_SIZE(bytes);
     memcpy(p, PyBytes_AS_STRING(bytes), (size_t)len);
@@ -525,17 +577,22 @@ static inline uint64_t mix64(uint64_t x) {
 typedef struct {
     PyObject_HEAD
     uint64_t salt;
+    uint64_t trace_hi;         /* Ids.trace_hi: the high half of every connection trace id */
     PyObject *resource;        /* encoded Resource */
     PyObject *scope;           /* encoded InstrumentationScope */
     PyObject *index_key;       /* encoded KeyValue.key fields */
     PyObject *queue_key;
     PyObject *path_key;
+    PyObject *wsi_id_key;      /* lws.wsi.id */
     PyObject *shapes;          /* FactEncoder._shapes: (method, route, role, status, error) -> */
     PyObject *shape;           /* FactEncoder._shape(txn) -> (head, attrs, status) on a miss */
     PyObject *connection;      /* FactEncoder._connection(wsi) -> (trace, parent, wsi attr) */
     PyObject *path;            /* FactEncoder._path(path) -> url.path attribute bytes */
     PyObject *span;            /* FactEncoder._span(fact, conns) -> span bytes, the pure way */
-    PyObject *connection_type; /* ConnectionFact: always encoded by `span` */
+    PyObject *connection_type; /* ConnectionFact: the unusual ones are encoded by `span` */
+    PyObject *connection_shapes; /* connection_span.Shapes.cache: shape_key -> Shape */
+    PyObject *connection_shape;  /* connection_span.Shapes(fact) -> Shape on a miss */
+    PyObject *built_keys;        /* connection_span.BUILT_KEYS: no wsi attribute may be one */
     char *spare;               /* the buffer of the last batch, reused by the next one */
     Py_ssize_t spare_cap;
     /* Shapes by the identity of their key objects (the server hands the same method, route and
@@ -629,6 +686,226 @@ static int as_u64(PyObject *v, uint64_t *out) {
 
 enum { OK, SLOW, ERR };
 
+/* -- attributes ------------------------------------------------------------------------------ */
+
+/* The UTF-8 of an exact str: OK; SLOW when it has lone surrogates (Python writes those its own
+ * way, or raises); ERR for any other error. */
+static int utf8(PyObject *str, const char **s, Py_ssize_t *len) {
+    *s = PyUnicode_AsUTF8AndSize(str, len);
+    if (*s != NULL)
+        return OK;
+    if (!PyErr_ExceptionMatches(PyExc_UnicodeEncodeError))
+        return ERR;
+    PyErr_Clear();
+    return SLOW;
+}
+
+/* An attribute value as otlp_encode.any_value writes it. */
+enum { V_STR, V_BOOL, V_INT, V_DOUBLE };
+typedef struct {
+    int kind;
+    const char *s; /* V_STR: UTF-8 */
+    Py_ssize_t len;
+    uint64_t u; /* V_BOOL 0 or 1, V_INT an int64 as its two's complement */
+    double d;
+} value_t;
+
+/* OK with *out set for a str, bool, int64 or float; SLOW for anything else. */
+static int read_value(PyObject *v, value_t *out) {
+    if (PyUnicode_CheckExact(v)) {
+        out->kind = V_STR;
+        return utf8(v, &out->s, &out->len);
+    }
+    if (PyBool_Check(v)) {
+        out->kind = V_BOOL;
+        out->u = v == Py_True;
+        return OK;
+    }
+    if (PyLong_CheckExact(v)) {
+        int overflow;
+        long long n = PyLong_AsLongLongAndOverflow(v, &overflow);
+        if (overflow) /* varint writes more than 64 bits: Python */
+            return SLOW;
+        if (n == -1 && PyErr_Occurred())
+            return ERR;
+        out->kind = V_INT;
+        out->u = (uint64_t)n;
+        return OK;
+    }
+    if (PyFloat_CheckExact(v)) {
+        out->kind = V_DOUBLE;
+        out->d = PyFloat_AS_DOUBLE(v);
+        return OK;
+    }
+    return SLOW;
+}
+
+/* The length of AnyValue{<v>}. */
+static Py_ssize_t value_len(const value_t *v) {
+    switch (v->kind) {
+    case V_STR:
+        return 1 + varint_len((uint64_t)v->len) + v->len;
+    case V_BOOL:
+        return 2;
+    case V_INT:
+        return 1 + varint_len(v->u);
+    default:
+        return 9;
+    }
+}
+
+static char *put_value(char *p, const value_t *v) {
+    switch (v->kind) {
+    case V_STR:
+        *p++ = 0x0a; /* AnyValue.string_value */
+        p = put_varint(p, (uint64_t)v->len);
+        memcpy(p, v->s, (size_t)v->len);
+        return p + v->len;
+    case V_BOOL:
+        *p++ = 0x10; /* AnyValue.bool_value */
+        *p++ = (char)v->u;
+        return p;
+    case V_INT:
+        *p++ = 0x18; /* AnyValue.int_value */
+        return put_varint(p, v->u);
+    default: {
+        *p++ = 0x21; /* AnyValue.double_value: IEEE 754, little-endian like struct "<d" */
+        uint64_t bits;
+        memcpy(&bits, &v->d, sizeof bits);
+        return put_fixed64(p, bits);
+    }
+    }
+}
+
+/* A Span.attributes field, KeyValue{key, value = AnyValue}: its key is given as an encoded
+ * KeyValue.key field (`key_field`), or as UTF-8 (`key`, `key_len`) when key_field is NULL. */
+static Py_ssize_t key_field_len(PyObject *key_field, Py_ssize_t key_len) {
+    return key_field != NULL ? PyBytes_GET_SIZE(key_field)
+                             : 1 + varint_len((uint64_t)key_len) + key_len;
+}
+
+static Py_ssize_t attr_len(PyObject *key_field, Py_ssize_t key_len, const value_t *v) {
+    Py_ssize_t any = value_len(v);
+    Py_ssize_t kv = key_field_len(key_field, key_len) + 1 + varint_len((uint64_t)any) + any;
+    return 1 + varint_len((uint64_t)kv) + kv;
+}
+
+static char *put_attr(char *p, PyObject *key_field, const char *key, Py_ssize_t key_len,
+                      const value_t *v) {
+    Py_ssize_t any = value_len(v);
+    Py_ssize_t kv = key_field_len(key_field, key_len) + 1 + varint_len((uint64_t)any) + any;
+    *p++ = 0x4a; /* Span.attributes */
+    p = put_varint(p, (uint64_t)kv);
+    if (key_field != NULL) {
+        p = put_bytes(p, key_field);
+    } else {
+        *p++ = 0x0a; /* KeyValue.key */
+        p = put_varint(p, (uint64_t)key_len);
+        memcpy(p, key, (size_t)key_len);
+        p += key_len;
+    }
+    *p++ = 0x12; /* KeyValue.value */
+    p = put_varint(p, (uint64_t)any);
+    return put_value(p, v);
+}
+
+/* -- Encoder: a connection's fragments (FactEncoder._connection) ----------------------------- */
+
+#define MAX_NESTING 64 /* a deeper chain of parent wsis is left to Python */
+
+/* FactEncoder._connection(wsi) in C, with the ids core.ids.Ids derives: a new (trace id field,
+ * span id as a parent field, lws.wsi.id attribute) triple; or NULL, with an error set, or
+ * without one when Python is to make it (a value of another type, a read that failed). */
+static PyObject *make_triple(EncoderObject *self, PyObject *wsi) {
+    PyObject *serial = NULL, *root = Py_NewRef(wsi), *parent = NULL, *id = NULL, *triple = NULL;
+    layout_for(&wsi_layout, wsi);
+    serial = get(&wsi_layout, W_SERIAL, wsi);
+    if (serial == NULL)
+        goto read_failed;
+    if (!PyLong_CheckExact(serial))
+        goto done;
+    uint64_t span_id = mix64(self->salt + 2 * (uint64_t)PyLong_AsUnsignedLongLongMask(serial));
+    if (span_id == 0)
+        span_id = 1;
+    for (int depth = 0;; depth++) { /* Ids.wsi_trace_id: the root wsi's trace */
+        layout_for(&wsi_layout, root);
+        parent = get(&wsi_layout, W_PARENT, root);
+        if (parent == NULL)
+            goto read_failed;
+        if (parent == Py_None || depth == MAX_NESTING)
+            break;
+        Py_SETREF(root, parent);
+        parent = NULL;
+    }
+    if (parent != Py_None)
+        goto done;
+    Py_SETREF(serial, get(&wsi_layout, W_SERIAL, root));
+    if (serial == NULL)
+        goto read_failed;
+    if (!PyLong_CheckExact(serial))
+        goto done;
+    uint64_t trace_lo =
+        mix64(self->salt + 2 * (uint64_t)PyLong_AsUnsignedLongLongMask(serial) + 1);
+    layout_for(&wsi_layout, wsi);
+    id = get(&wsi_layout, W_ID, wsi);
+    if (id == NULL)
+        goto read_failed;
+    const char *raw;
+    Py_ssize_t len;
+    if (!PyUnicode_CheckExact(id) || utf8(id, &raw, &len) != OK)
+        goto done;
+    value_t value = {.kind = V_STR, .s = raw, .len = len};
+    PyObject *trace_field = PyBytes_FromStringAndSize(NULL, 18);
+    PyObject *span_field = PyBytes_FromStringAndSize(NULL, 10);
+    PyObject *attr = PyBytes_FromStringAndSize(NULL, attr_len(self->wsi_id_key, 0, &value));
+    if (trace_field != NULL && span_field != NULL && attr != NULL) {
+        char *p = PyBytes_AS_STRING(trace_field);
+        memcpy(p, "\x0a\x10", 2); /* Span.trace_id, 16 bytes big-endian */
+        p = put_be64(put_be64(p + 2, self->trace_hi), trace_lo);
+        p = PyBytes_AS_STRING(span_field);
+        memcpy(p, "\x22\x08", 2); /* Span.parent_span_id, 8 bytes big-endian */
+        put_be64(p + 2, span_id);
+        put_attr(PyBytes_AS_STRING(attr), self->wsi_id_key, NULL, 0, &value);
+        triple = PyTuple_Pack(3, trace_field, span_field, attr);
+    }
+    Py_XDECREF(trace_field);
+    Py_XDECREF(span_field);
+    Py_XDECREF(attr);
+    goto done;
+read_failed:
+    if (PyErr_ExceptionMatches(PyExc_Exception))
+        PyErr_Clear(); /* Python reads it again and raises it */
+done:
+    Py_XDECREF(serial);
+    Py_XDECREF(root);
+    Py_XDECREF(parent);
+    Py_XDECREF(id);
+    return triple;
+}
+
+/* `wsi`'s connection triple: from `conns`, else made (in C, or by FactEncoder._connection),
+ * and kept in `conns` when `keep`. A new reference, or NULL with an error. */
+static PyObject *connection_triple(EncoderObject *self, PyObject *wsi, PyObject *conns, int keep) {
+    PyObject *conn = PyDict_GetItemWithError(conns, wsi);
+    if (conn != NULL)
+        return Py_NewRef(conn);
+    if (PyErr_Occurred())
+        return NULL;
+    conn = make_triple(self, wsi);
+    if (conn == NULL) {
+        if (PyErr_Occurred())
+            return NULL;
+        conn = PyObject_CallOneArg(self->connection, wsi);
+        if (conn == NULL)
+            return NULL;
+    }
+    if (check_triple(conn, "_connection") < 0 || (keep && PyDict_SetItem(conns, wsi, conn) < 0)) {
+        Py_DECREF(conn);
+        return NULL;
+    }
+    return conn;
+}
+
 /* Write the common transaction span (FactEncoder._fast_transaction) as one ScopeSpans.spans
  * field; SLOW when a value is unusual (the pure path then encodes the transaction). */
 static int write_transaction(EncoderObject *self, spans_t *out, PyObject *txn, PyObject *conns) {
@@ -703,17 +980,9 @@ static int write_transaction(EncoderObject *self, spans_t *out, PyObject *txn, P
         Py_XSETREF(self->recent[way].shape, Py_NewRef(shape));
     }
 
-    conn = PyDict_GetItemWithError(conns, v[T_WSI]);
-    if (conn != NULL) {
-        Py_INCREF(conn);
-    } else {
-        if (PyErr_Occurred())
-            goto done;
-        conn = PyObject_CallOneArg(self->connection, v[T_WSI]);
-        if (conn == NULL || check_triple(conn, "_connection") < 0 ||
-            PyDict_SetItem(conns, v[T_WSI], conn) < 0)
-            goto done;
-    }
+    conn = connection_triple(self, v[T_WSI], conns, 1);
+    if (conn == NULL)
+        goto done;
 
     /* url.path: the path without its query, as key_values writes it */
     const char *raw = NULL;
@@ -822,6 +1091,313 @@ done:
     return result;
 }
 
+/* -- Encoder: the common connection span (connection_span.encode) ---------------------------- */
+
+enum {
+    S_HEAD,
+    S_IDENT,
+    S_TRANSACTIONS_KEY,
+    S_ENDING,
+    S_PEER_ADDRESS_KEY,
+    S_PEER_PORT_KEY,
+    S_LOCAL_ADDRESS_KEY,
+    S_LOCAL_PORT_KEY,
+    S_PROTOCOL,
+    S_STATUS,
+    N_SHAPE /* connection_span.Shape */
+};
+
+/* A socket address as span_builder.address_attrs reads it: no attribute, an address, or an
+ * address and a port. */
+typedef struct {
+    int has_address, has_port;
+    value_t address, port;
+} address_t;
+
+/* OK with *out set; SLOW where address_attrs would call str() or int() on other types, or where
+ * a port is a Unicode digit or beyond int64. */
+static int read_address(PyObject *addr, address_t *out) {
+    out->has_address = out->has_port = 0;
+    out->address.kind = V_STR;
+    out->port.kind = V_INT;
+    if (PyTuple_CheckExact(addr)) { /* a getpeername() tuple: (host, port, ...) */
+        if (PyTuple_GET_SIZE(addr) < 2)
+            return OK;
+        PyObject *host = PyTuple_GET_ITEM(addr, 0), *port = PyTuple_GET_ITEM(addr, 1);
+        if (!PyUnicode_CheckExact(host) || !PyLong_CheckExact(port))
+            return SLOW;
+        int rc = read_value(port, &out->port);
+        if (rc != OK)
+            return rc;
+        out->has_address = out->has_port = 1;
+        return utf8(host, &out->address.s, &out->address.len);
+    }
+    if (PyUnicode_CheckExact(addr)) { /* "host:port", "[v6]:port", or an address alone */
+        const char *s;
+        Py_ssize_t n;
+        int rc = utf8(addr, &s, &n);
+        if (rc != OK || n == 0)
+            return rc;
+        out->has_address = 1;
+        out->address.s = s;
+        out->address.len = n;
+        Py_ssize_t colon = n - 1; /* rpartition(":"); UTF-8 has no ':' byte inside a char */
+        while (colon >= 0 && s[colon] != ':')
+            colon--;
+        if (colon < 0)
+            return OK;
+        int digits = colon + 1 < n;
+        uint64_t port = 0;
+        for (Py_ssize_t i = colon + 1; i < n; i++) {
+            unsigned char c = (unsigned char)s[i];
+            if (c >= 0x80) /* str.isdigit() may hold, and int() may not: Python */
+                return SLOW;
+            if (c < '0' || c > '9') {
+                digits = 0;
+            } else if (digits) {
+                if (port > ((uint64_t)INT64_MAX - (c - '0')) / 10)
+                    return SLOW; /* beyond int64: Python */
+                port = port * 10 + (c - '0');
+            }
+        }
+        if (!digits || (colon > 0 && s[colon - 1] == ':'))
+            return OK; /* the whole text is the address */
+        Py_ssize_t a = 0, b = colon; /* host.strip("[]") */
+        while (a < b && (s[a] == '[' || s[a] == ']'))
+            a++;
+        while (b > a && (s[b - 1] == '[' || s[b - 1] == ']'))
+            b--;
+        out->address.s = s + a;
+        out->address.len = b - a;
+        out->has_port = 1;
+        out->port.u = port;
+        return OK;
+    }
+    if (PyTuple_Check(addr) || PyUnicode_Check(addr))
+        return SLOW; /* subclasses: Python */
+    return OK; /* None, or anything else address_attrs ignores */
+}
+
+static Py_ssize_t address_len(const address_t *a, PyObject *address_key, PyObject *port_key) {
+    Py_ssize_t len = 0;
+    if (a->has_address)
+        len += attr_len(address_key, 0, &a->address);
+    if (a->has_port)
+        len += attr_len(port_key, 0, &a->port);
+    return len;
+}
+
+static char *put_address(char *p, const address_t *a, PyObject *address_key, PyObject *port_key) {
+    if (a->has_address)
+        p = put_attr(p, address_key, NULL, 0, &a->address);
+    if (a->has_port)
+        p = put_attr(p, port_key, NULL, 0, &a->port);
+    return p;
+}
+
+/* The length of the wsi's own attributes as key_values writes them: OK, or SLOW for a key that
+ * is not a plain str, one SpanBuilder writes itself (dict.update would replace it in place),
+ * or a value of another type. */
+static int wsi_attrs_len(EncoderObject *self, PyObject *attrs, Py_ssize_t *len) {
+    Py_ssize_t pos = 0;
+    PyObject *key, *value;
+    while (PyDict_Next(attrs, &pos, &key, &value)) {
+        if (!PyUnicode_CheckExact(key))
+            return SLOW;
+        int built = PySet_Contains(self->built_keys, key);
+        if (built != 0)
+            return built < 0 ? ERR : SLOW;
+        const char *k;
+        Py_ssize_t key_len;
+        value_t v;
+        int rc = utf8(key, &k, &key_len);
+        if (rc == OK)
+            rc = read_value(value, &v);
+        if (rc != OK)
+            return rc;
+        *len += attr_len(NULL, key_len, &v);
+    }
+    return OK;
+}
+
+/* Writes what wsi_attrs_len measured (no Python code may run in between). */
+static char *put_wsi_attrs(char *p, PyObject *attrs) {
+    Py_ssize_t pos = 0;
+    PyObject *key, *value;
+    while (PyDict_Next(attrs, &pos, &key, &value)) {
+        const char *k;
+        Py_ssize_t key_len;
+        value_t v;
+        utf8(key, &k, &key_len); /* measured: both succeed, from the str's own cache */
+        read_value(value, &v);
+        p = put_attr(p, NULL, k, key_len, &v);
+    }
+    return p;
+}
+
+/* The shape of `fact` (connection_span.Shape): from the cache, else from connection_shape. */
+static PyObject *connection_shape(EncoderObject *self, PyObject *fact, PyObject *source,
+                                  PyObject *name) {
+    PyObject *key = PyTuple_Pack(5, PyTuple_GET_ITEM(fact, F_ROLE), source, name,
+                                 PyTuple_GET_ITEM(fact, F_LEAK),
+                                 PyTuple_GET_ITEM(fact, F_END_REASON));
+    if (key == NULL)
+        return NULL;
+    PyObject *shape = PyDict_GetItemWithError(self->connection_shapes, key);
+    Py_DECREF(key);
+    if (shape != NULL)
+        return Py_NewRef(shape);
+    if (PyErr_Occurred())
+        return NULL;
+    shape = PyObject_CallOneArg(self->connection_shape, fact);
+    if (shape == NULL)
+        return NULL;
+    int ok = PyTuple_CheckExact(shape) && PyTuple_GET_SIZE(shape) == N_SHAPE;
+    for (int i = 0; ok && i < N_SHAPE; i++)
+        ok = PyBytes_Check(PyTuple_GET_ITEM(shape, i));
+    if (!ok) {
+        PyErr_SetString(PyExc_TypeError, "connection_shape must return a tuple of ten bytes");
+        Py_DECREF(shape);
+        return NULL;
+    }
+    return shape;
+}
+
+/* Write a connection span (FactEncoder._connection_span) as one ScopeSpans.spans field; SLOW
+ * when the fact is unusual (connection_span.usual) or a value is (the Python path then encodes
+ * it, and raises what it raises). */
+static int write_connection(EncoderObject *self, spans_t *out, PyObject *fact, PyObject *conns) {
+    PyObject *w[N_WSI] = {NULL}, *c[N_CTX] = {NULL};
+    PyObject *shape = NULL, *conn = NULL, *parent_conn = NULL;
+    int result = SLOW;
+    if (!PyTuple_Check(fact) || PyTuple_GET_SIZE(fact) != N_FACT)
+        return SLOW;
+    PyObject *wsi = PyTuple_GET_ITEM(fact, F_WSI), *events = PyTuple_GET_ITEM(fact, F_EVENTS);
+    if (!PyTuple_CheckExact(events) || PyTuple_GET_SIZE(events) != 0 ||
+        PyUnicode_CheckExact(PyTuple_GET_ITEM(fact, F_ROLE)) || /* not a Role: see usual() */
+        !is_exact_or_none(PyTuple_GET_ITEM(fact, F_LEAK), &PyUnicode_Type) ||
+        !is_exact_or_none(PyTuple_GET_ITEM(fact, F_END_REASON), &PyUnicode_Type))
+        return SLOW;
+    uint64_t end, created;
+    value_t transactions;
+    if (!as_u64(PyTuple_GET_ITEM(fact, F_END), &end) ||
+        !PyLong_CheckExact(PyTuple_GET_ITEM(fact, F_TRANSACTIONS)))
+        return SLOW;
+    result = read_value(PyTuple_GET_ITEM(fact, F_TRANSACTIONS), &transactions);
+    if (result != OK)
+        return result;
+
+    /* the wsi as it is now, as SpanBuilder.connection reads it; a read that fails is left to
+       the Python path, which fails the same way */
+    layout_for(&wsi_layout, wsi);
+    for (int i = W_CONTEXT; i < N_WSI; i++) {
+        w[i] = get(&wsi_layout, i, wsi);
+        if (w[i] == NULL)
+            goto read_failed;
+    }
+    layout_for(&ctx_layout, w[W_CONTEXT]);
+    for (int i = 0; i < N_CTX; i++) {
+        c[i] = get(&ctx_layout, i, w[W_CONTEXT]);
+        if (c[i] == NULL)
+            goto read_failed;
+    }
+    result = SLOW;
+    PyObject *attrs = w[W_ATTRS];
+    if (!as_u64(w[W_CREATED], &created) || !PyUnicode_CheckExact(c[C_SOURCE]) ||
+        !PyUnicode_CheckExact(c[C_NAME]) || (attrs != Py_None && !PyDict_CheckExact(attrs)))
+        goto done;
+
+    /* the fragments, in the order the Python path asks for them */
+    result = ERR;
+    if (w[W_PARENT] != Py_None) { /* a live network wsi with more streams to come: kept */
+        parent_conn = connection_triple(self, w[W_PARENT], conns, 1);
+        if (parent_conn == NULL)
+            goto done;
+    }
+    conn = connection_triple(self, wsi, conns, 0); /* it has ended: not kept */
+    if (conn == NULL)
+        goto done;
+    shape = connection_shape(self, fact, c[C_SOURCE], c[C_NAME]);
+    if (shape == NULL)
+        goto done;
+    PyObject *trace_field = PyTuple_GET_ITEM(conn, 0), *span_field = PyTuple_GET_ITEM(conn, 1);
+    if (PyBytes_GET_SIZE(span_field) != 10 ||
+        (parent_conn != NULL && PyBytes_GET_SIZE(PyTuple_GET_ITEM(parent_conn, 1)) != 10)) {
+        PyErr_SetString(PyExc_TypeError, "_connection must return a 10-byte parent field");
+        goto done;
+    }
+
+    /* the per-connection values; from here on no Python code runs until the span is written */
+    address_t peer, local;
+    result = read_address(w[W_PEER], &peer);
+    if (result == OK)
+        result = read_address(w[W_LOCAL], &local);
+    Py_ssize_t attrs_len = 0;
+    if (result == OK && attrs != Py_None)
+        result = wsi_attrs_len(self, attrs, &attrs_len);
+    if (result != OK)
+        goto done;
+    result = ERR;
+    PyObject *const *s = &PyTuple_GET_ITEM(shape, 0);
+    Py_ssize_t span_len = PyBytes_GET_SIZE(trace_field) + 10 +
+                          (parent_conn != NULL ? 10 : 0) + PyBytes_GET_SIZE(s[S_HEAD]) + 18 +
+                          PyBytes_GET_SIZE(PyTuple_GET_ITEM(conn, 2)) +
+                          PyBytes_GET_SIZE(s[S_IDENT]) +
+                          attr_len(s[S_TRANSACTIONS_KEY], 0, &transactions) +
+                          PyBytes_GET_SIZE(s[S_ENDING]) +
+                          address_len(&peer, s[S_PEER_ADDRESS_KEY], s[S_PEER_PORT_KEY]) +
+                          address_len(&local, s[S_LOCAL_ADDRESS_KEY], s[S_LOCAL_PORT_KEY]) +
+                          PyBytes_GET_SIZE(s[S_PROTOCOL]) + attrs_len +
+                          PyBytes_GET_SIZE(s[S_STATUS]) + 6;
+    if (reserve(out, 1 + varint_len((uint64_t)span_len) + span_len) < 0)
+        goto done;
+    char *p = out->buf + out->len;
+    *p++ = 0x12; /* ScopeSpans.spans */
+    p = put_varint(p, (uint64_t)span_len);
+    p = put_bytes(p, trace_field);
+    *p++ = 0x12; /* Span.span_id: the wsi's, which its parent field carries */
+    *p++ = 0x08;
+    memcpy(p, PyBytes_AS_STRING(span_field) + 2, 8);
+    p += 8;
+    if (parent_conn != NULL)
+        p = put_bytes(p, PyTuple_GET_ITEM(parent_conn, 1));
+    p = put_bytes(p, s[S_HEAD]);
+    *p++ = 0x39; /* Span.start_time_unix_nano, fixed64 */
+    p = put_fixed64(p, created);
+    *p++ = 0x41; /* Span.end_time_unix_nano, fixed64 */
+    p = put_fixed64(p, end);
+    p = put_bytes(p, PyTuple_GET_ITEM(conn, 2));
+    p = put_bytes(p, s[S_IDENT]);
+    p = put_attr(p, s[S_TRANSACTIONS_KEY], NULL, 0, &transactions);
+    p = put_bytes(p, s[S_ENDING]);
+    p = put_address(p, &peer, s[S_PEER_ADDRESS_KEY], s[S_PEER_PORT_KEY]);
+    p = put_address(p, &local, s[S_LOCAL_ADDRESS_KEY], s[S_LOCAL_PORT_KEY]);
+    p = put_bytes(p, s[S_PROTOCOL]);
+    if (attrs != Py_None)
+        p = put_wsi_attrs(p, attrs);
+    p = put_bytes(p, s[S_STATUS]);
+    memcpy(p, "\x85\x01\x01\x01\x00\x00", 6); /* Span.flags, as for a transaction */
+    p += 6;
+    out->len = p - out->buf;
+    result = OK;
+    goto done;
+read_failed:
+    result = ERR;
+    if (PyErr_ExceptionMatches(PyExc_Exception)) {
+        PyErr_Clear();
+        result = SLOW;
+    }
+done:
+    for (int i = 0; i < N_WSI; i++)
+        Py_XDECREF(w[i]);
+    for (int i = 0; i < N_CTX; i++)
+        Py_XDECREF(c[i]);
+    Py_XDECREF(shape);
+    Py_XDECREF(conn);
+    Py_XDECREF(parent_conn);
+    return result;
+}
+
 static PyObject *encoder_encode(EncoderObject *self, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 3 || !PyDict_CheckExact(args[2])) {
         PyErr_SetString(PyExc_TypeError, "encode(facts, join, conns: dict) takes 3 arguments");
@@ -843,7 +1419,7 @@ static PyObject *encoder_encode(EncoderObject *self, PyObject *const *args, Py_s
     PyObject **items = PySequence_Fast_ITEMS(seq);
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *fact = items[i];
-        int rc = SLOW;
+        int rc;
         if ((PyObject *)Py_TYPE(fact) != self->connection_type) {
             layout_for(&txn_layout, fact);
             rc = OK;
@@ -857,6 +1433,8 @@ static PyObject *encoder_encode(EncoderObject *self, PyObject *const *args, Py_s
             }
             if (rc == OK)
                 rc = write_transaction(self, &spans, fact, conns);
+        } else {
+            rc = write_connection(self, &spans, fact, conns);
         }
         if (rc == ERR)
             goto done;
@@ -907,20 +1485,50 @@ done:
     return out;
 }
 
+/* Whether `type` is a NamedTuple with exactly the fields write_connection reads by index. */
+static int has_fact_fields(PyObject *type) {
+    PyObject *fields = PyObject_GetAttrString(type, "_fields");
+    if (fields == NULL) {
+        PyErr_Clear();
+        return 0;
+    }
+    int ok = PyTuple_Check(fields) && PyTuple_GET_SIZE(fields) == N_FACT &&
+             PyType_Check(type) && PyType_IsSubtype((PyTypeObject *)type, &PyTuple_Type);
+    for (Py_ssize_t i = 0; ok && i < N_FACT; i++) {
+        PyObject *name = PyTuple_GET_ITEM(fields, i);
+        ok = PyUnicode_Check(name) && PyUnicode_CompareWithASCIIString(name, FACT_FIELDS[i]) == 0;
+    }
+    Py_DECREF(fields);
+    return ok;
+}
+
 static PyObject *encoder_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
-    static char *kwlist[] = {"salt",       "resource",   "scope", "index_key", "queue_key",
-                             "path_key",   "shapes",     "shape", "connection", "path",
-                             "span",       "connection_type", NULL};
-    PyObject *salt, *resource, *scope, *index_key, *queue_key, *path_key, *shapes, *shape;
-    PyObject *connection, *path, *span, *connection_type;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OSSSSSO!OOOOO:Encoder", kwlist, &salt,
+    static char *kwlist[] = {"salt",         "resource",          "scope",
+                             "index_key",    "queue_key",         "path_key",
+                             "wsi_id_key",   "shapes",            "shape",
+                             "connection",   "path",              "span",
+                             "connection_type", "connection_shapes", "connection_shape",
+                             "built_keys",   NULL};
+    PyObject *salt, *resource, *scope, *index_key, *queue_key, *path_key, *wsi_id_key, *shapes;
+    PyObject *shape, *connection, *path, *span, *connection_type, *connection_shapes;
+    PyObject *connection_shape, *built_keys;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OSSSSSSO!OOOOOO!OO!:Encoder", kwlist, &salt,
                                      &resource, &scope, &index_key, &queue_key, &path_key,
-                                     &PyDict_Type, &shapes, &shape, &connection, &path, &span,
-                                     &connection_type))
+                                     &wsi_id_key, &PyDict_Type, &shapes, &shape, &connection,
+                                     &path, &span, &connection_type, &PyDict_Type,
+                                     &connection_shapes, &connection_shape, &PyFrozenSet_Type,
+                                     &built_keys))
         return NULL;
     if (!PyCallable_Check(shape) || !PyCallable_Check(connection) || !PyCallable_Check(path) ||
-        !PyCallable_Check(span)) {
-        PyErr_SetString(PyExc_TypeError, "shape, connection, path and span must be callable");
+        !PyCallable_Check(span) || !PyCallable_Check(connection_shape)) {
+        PyErr_SetString(PyExc_TypeError,
+                        "shape, connection, path, span and connection_shape must be callable");
+        return NULL;
+    }
+    if (!has_fact_fields(connection_type)) {
+        PyErr_SetString(PyExc_TypeError,
+                        "connection_type must be a NamedTuple of (wsi, role, span_end_ns, "
+                        "transactions, end_reason, leak, events)");
         return NULL;
     }
     if (!PyLong_Check(salt)) {
@@ -934,17 +1542,24 @@ static PyObject *encoder_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     if (self == NULL)
         return NULL;
     self->salt = salt_value;
+    self->trace_hi = mix64(salt_value ^ UINT64_C(0x5DEECE66D));
+    if (self->trace_hi == 0)
+        self->trace_hi = 1;
     self->resource = Py_NewRef(resource);
     self->scope = Py_NewRef(scope);
     self->index_key = Py_NewRef(index_key);
     self->queue_key = Py_NewRef(queue_key);
     self->path_key = Py_NewRef(path_key);
+    self->wsi_id_key = Py_NewRef(wsi_id_key);
     self->shapes = Py_NewRef(shapes);
     self->shape = Py_NewRef(shape);
     self->connection = Py_NewRef(connection);
     self->path = Py_NewRef(path);
     self->span = Py_NewRef(span);
     self->connection_type = Py_NewRef(connection_type);
+    self->connection_shapes = Py_NewRef(connection_shapes);
+    self->connection_shape = Py_NewRef(connection_shape);
+    self->built_keys = Py_NewRef(built_keys);
     return (PyObject *)self;
 }
 
@@ -954,12 +1569,16 @@ static int encoder_traverse(EncoderObject *self, visitproc visit, void *arg) {
     Py_VISIT(self->index_key);
     Py_VISIT(self->queue_key);
     Py_VISIT(self->path_key);
+    Py_VISIT(self->wsi_id_key);
     Py_VISIT(self->shapes);
     Py_VISIT(self->shape);
     Py_VISIT(self->connection);
     Py_VISIT(self->path);
     Py_VISIT(self->span);
     Py_VISIT(self->connection_type);
+    Py_VISIT(self->connection_shapes);
+    Py_VISIT(self->connection_shape);
+    Py_VISIT(self->built_keys);
     for (int way = 0; way < SHAPE_WAYS; way++) {
         for (int i = 0; i < SHAPE_KEY; i++)
             Py_VISIT(self->recent[way].key[i]);
@@ -974,12 +1593,16 @@ static int encoder_clear(EncoderObject *self) {
     Py_CLEAR(self->index_key);
     Py_CLEAR(self->queue_key);
     Py_CLEAR(self->path_key);
+    Py_CLEAR(self->wsi_id_key);
     Py_CLEAR(self->shapes);
     Py_CLEAR(self->shape);
     Py_CLEAR(self->connection);
     Py_CLEAR(self->path);
     Py_CLEAR(self->span);
     Py_CLEAR(self->connection_type);
+    Py_CLEAR(self->connection_shapes);
+    Py_CLEAR(self->connection_shape);
+    Py_CLEAR(self->built_keys);
     for (int way = 0; way < SHAPE_WAYS; way++) {
         for (int i = 0; i < SHAPE_KEY; i++)
             Py_CLEAR(self->recent[way].key[i]);
@@ -1005,8 +1628,8 @@ static PyMethodDef encoder_methods[] = {
 static PyTypeObject EncoderType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "lwsobs.sinks._fastspan.Encoder",
-    .tp_doc = PyDoc_STR("FactEncoder.encode in C for the common transaction span; the rest "
-                        "goes through the callables it is given."),
+    .tp_doc = PyDoc_STR("FactEncoder.encode in C for the common transaction and connection "
+                        "spans; the rest goes through the callables it is given."),
     .tp_basicsize = sizeof(EncoderObject),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
     .tp_new = encoder_new,
@@ -1059,6 +1682,7 @@ PyMODINIT_FUNC PyInit__fastspan(void) {
             return NULL;
         if (layout_init(&txn_layout, TXN_FIELDS, N_TXN) < 0 ||
             layout_init(&wsi_layout, WSI_FIELDS, N_WSI) < 0 ||
+            layout_init(&ctx_layout, CTX_FIELDS, N_CTX) < 0 ||
             layout_init(&entry_layout, ENTRY_FIELDS, N_ENTRY) < 0)
             return NULL;
     }

@@ -27,12 +27,16 @@ class Encoder:
         index_key: bytes,
         queue_key: bytes,
         path_key: bytes,
+        wsi_id_key: bytes,
         shapes: dict[Any, tuple[bytes, bytes, bytes]],
         shape: Callable[[Any], tuple[bytes, bytes, bytes]],
         connection: Callable[[Any], tuple[bytes, bytes, bytes]],
         path: Callable[[str], bytes],
         span: Callable[[Any, dict[Any, tuple[bytes, bytes, bytes]]], bytes],
         connection_type: type,
+        connection_shapes: dict[Any, tuple[bytes, ...]],
+        connection_shape: Callable[[Any], tuple[bytes, ...]],
+        built_keys: frozenset[str],
     ) -> None: ...
     def encode(
         self, facts: Sequence[Any], join: bool, conns: dict[Any, tuple[bytes, bytes, bytes]], /

@@ -3,13 +3,14 @@
 The common transaction span (nested in its connection, no links, no events) is written from
 byte fragments: everything that depends only on the connection (trace id, parent id, wsi id)
 is encoded once per connection per batch, and low-cardinality attributes (role, method, route,
-status) come from a small cache. Other spans go through SpanBuilder and the generic encoder.
-Both paths produce the same spans; tests decode them with opentelemetry-proto to check it.
+status) come from a small cache. The common connection span is written from fragments too
+(connection_span.py). Other spans go through SpanBuilder and the generic encoder. All paths
+produce the same spans; tests decode them with opentelemetry-proto to check it.
 
-With the C fast path (span_fastpath), _fastspan.Encoder writes the common transaction span and
-the request framing itself, byte for byte as `_fast_transaction` and `encode_request` do, from
-the same cached fragments; it calls back here for every fragment cache miss and for every span
-it does not write itself (`_span`).
+With the C fast path (span_fastpath), _fastspan.Encoder writes the common transaction and
+connection spans and the request framing itself, byte for byte as `_fast_transaction`,
+connection_span.encode and `encode_request` do, from the same cached fragments; it calls back
+here for every fragment cache miss and for every span it does not write itself (`_span`).
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ from typing import Any
 
 from lwsobs.core.ids import Ids
 from lwsobs.core.model import Transaction, Wsi
+from lwsobs.sinks import connection_span, span_fastpath
 from lwsobs.sinks import otlp_encode as enc
-from lwsobs.sinks import span_fastpath
 from lwsobs.sinks.span_builder import (
     STATUS_ERROR,
     ConnectionFact,
@@ -45,6 +46,7 @@ def _attr(key: str, value: Any) -> bytes:
 _INDEX_KEY = enc._key("lws.pipeline.index")
 _QUEUE_KEY = enc._key("lws.pipeline.queue_wait_ns")
 _PATH_KEY = enc._key("url.path")
+_WSI_ID_KEY = enc._key("lws.wsi.id")
 
 
 def _int_attr(key_field: bytes, value: int) -> bytes:
@@ -63,6 +65,7 @@ class FactEncoder:
         # Bounded caches of encoded fragments; their keys come from closed or bounded sets.
         self._shapes: dict[tuple[Any, ...], tuple[bytes, bytes, bytes]] = {}
         self._paths: dict[str, bytes] = {}
+        self._connection_shapes = connection_span.Shapes()
         # The previous batch's connection fragments: a kept-alive connection recurs batch after
         # batch. Only that batch's, so no wsi stays referenced for more than one more batch.
         self._previous: dict[Wsi, tuple[bytes, bytes, bytes]] = {}
@@ -77,12 +80,16 @@ class FactEncoder:
                 _INDEX_KEY,
                 _QUEUE_KEY,
                 _PATH_KEY,
+                _WSI_ID_KEY,
                 self._shapes,
                 self._shape,
                 self._connection,
                 self._path,
                 self._span,
                 ConnectionFact,
+                self._connection_shapes.cache,
+                self._connection_shapes,
+                connection_span.BUILT_KEYS,
             )
 
     def encode(self, facts: Sequence[Fact]) -> bytes:
@@ -100,10 +107,28 @@ class FactEncoder:
         """One encoded span; `conns` caches connection fragments for the batch."""
         # Transaction may be a C type (core/_fastcore.c): test for the one Python fact type.
         if isinstance(fact, ConnectionFact):
-            return enc.encode_span(self.builder.connection(fact))
+            return self._connection_span(fact, conns)
         if fact.traceparent is None or not self.ids.join_traceparent:
             return self._fast_transaction(fact, conns)
         return enc.encode_span(self.builder.transaction(fact))
+
+    def _connection_span(
+        self, fact: ConnectionFact, conns: dict[Wsi, tuple[bytes, bytes, bytes]]
+    ) -> bytes:
+        """A connection span, from fragments unless it is unusual (as _fastspan.c does)."""
+        if not connection_span.usual(fact):
+            return enc.encode_span(self.builder.connection(fact))
+        wsi = fact.wsi
+        parent = wsi.parent
+        parent_field = b""
+        if parent is not None:  # a live wsi with more streams to come: kept for the batch
+            conn = conns.get(parent)
+            if conn is None:
+                conn = conns[parent] = self._connection(parent)
+            parent_field = conn[1]
+        # the wsi itself has ended: its fragments are not kept for later facts
+        conn = conns.get(wsi) or self._connection(wsi)
+        return connection_span.encode(fact, self._connection_shapes(fact), conn, parent_field)
 
     def _shape(self, txn: Transaction) -> tuple[bytes, bytes, bytes]:
         """Name and kind, the low-cardinality attributes, and the status of a transaction.

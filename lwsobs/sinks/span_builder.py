@@ -83,7 +83,8 @@ _SDK_KINDS = {
 }
 
 
-def _address_attrs(prefix: str, addr: Peer, attrs: dict[str, Any]) -> None:
+def address_attrs(prefix: str, addr: Peer, attrs: dict[str, Any]) -> None:
+    """`prefix`.address and `prefix`.port of a socket address, as far as it is known."""
     if isinstance(addr, tuple) and len(addr) >= 2:
         attrs[f"{prefix}.address"] = str(addr[0])
         attrs[f"{prefix}.port"] = int(addr[1])
@@ -94,6 +95,39 @@ def _address_attrs(prefix: str, addr: Peer, attrs: dict[str, Any]) -> None:
             attrs[f"{prefix}.port"] = int(port)
         else:
             attrs[f"{prefix}.address"] = addr
+
+
+def local_prefix(role: Role) -> str:
+    """Where a connection's own address goes: the server's, or a client's local one."""
+    return "server" if role not in CLIENT_ROLES else "network.local"
+
+
+def ending_attrs(leak: str | None, end_reason: str | None) -> Attributes:
+    """How a connection span ended: lws.leaked, lws.end.reason and a leak's attributes."""
+    attrs: Attributes = {
+        "lws.leaked": leak is not None,
+        "lws.end.reason": end_reason or EndReason.LEAKED.value,
+    }
+    if leak is not None:
+        attrs["lws.leak.rule"] = leak
+        attrs["error.type"] = f"leak.{leak}"
+    return attrs
+
+
+def protocol_attrs(role: Role) -> Attributes:
+    """network.protocol.* of a connection span: none for listen, raw and internal wsis."""
+    if role in (Role.WS_SERVER, Role.WS_CLIENT):
+        return {"network.protocol.name": "websocket"}
+    if role in (Role.H2_SERVER, Role.H2_STREAM, Role.H2_CLIENT):
+        return {"network.protocol.name": "http", "network.protocol.version": "2"}
+    if role in (Role.H1_SERVER, Role.H1_CLIENT):
+        return {"network.protocol.name": "http", "network.protocol.version": "1.1"}
+    return {}
+
+
+def leak_status(leak: str | None) -> tuple[int, str]:
+    """The status code and message of a connection span."""
+    return (STATUS_ERROR, f"wsi leaked ({leak})") if leak is not None else (STATUS_UNSET, "")
 
 
 class SpanBuilder:
@@ -158,6 +192,7 @@ class SpanBuilder:
         return txn.sampled
 
     def connection(self, fact: ConnectionFact) -> SpanData:
+        # connection_span.py encodes the same span from fragments: keep the two in step
         wsi = fact.wsi
         ctx = wsi.context
         attrs: Attributes = {
@@ -166,27 +201,15 @@ class SpanBuilder:
             "lws.source": ctx.source,
             "lws.context": ctx.name,
             "lws.transactions": fact.transactions,
-            "lws.leaked": fact.leak is not None,
-            "lws.end.reason": fact.end_reason or EndReason.LEAKED.value,
         }
-        if fact.leak is not None:
-            attrs["lws.leak.rule"] = fact.leak
-            attrs["error.type"] = f"leak.{fact.leak}"
-        _address_attrs("network.peer", wsi.peer, attrs)
-        _address_attrs(
-            "server" if fact.role not in CLIENT_ROLES else "network.local", wsi.local, attrs
-        )
-        if fact.role in (Role.WS_SERVER, Role.WS_CLIENT):
-            attrs["network.protocol.name"] = "websocket"
-        elif fact.role in (Role.H2_SERVER, Role.H2_STREAM, Role.H2_CLIENT):
-            attrs["network.protocol.name"] = "http"
-            attrs["network.protocol.version"] = "2"
-        elif fact.role in (Role.H1_SERVER, Role.H1_CLIENT):
-            attrs["network.protocol.name"] = "http"
-            attrs["network.protocol.version"] = "1.1"
+        attrs.update(ending_attrs(fact.leak, fact.end_reason))
+        address_attrs("network.peer", wsi.peer, attrs)
+        address_attrs(local_prefix(fact.role), wsi.local, attrs)
+        attrs.update(protocol_attrs(fact.role))
         if wsi.attrs:
             attrs.update(wsi.attrs)
         ids = self.ids
+        status, message = leak_status(fact.leak)
         return SpanData(
             ids.wsi_trace_id(wsi),
             ids.wsi_span_id(wsi),
@@ -198,8 +221,8 @@ class SpanBuilder:
             attrs,
             fact.events,
             (),
-            STATUS_ERROR if fact.leak is not None else STATUS_UNSET,
-            f"wsi leaked ({fact.leak})" if fact.leak is not None else "",
+            status,
+            message,
         )
 
     def transaction(self, txn: Transaction) -> SpanData:
