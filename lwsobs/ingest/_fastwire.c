@@ -14,6 +14,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <structmember.h>
 
 #include <stdint.h>
 #include <string.h>
@@ -35,6 +36,7 @@ typedef struct {
 
 /* configured state; all access happens with the GIL held and no Python code runs during a parse */
 static PyTypeObject *event_type = NULL;
+static Py_ssize_t slot_offset[MAX_FIELDS]; /* where each field's __slots__ entry lives */
 static field_t fields[MAX_FIELDS];
 static Py_ssize_t n_fields = 0;
 static Py_ssize_t max_line = 0;
@@ -437,12 +439,13 @@ static PyObject *parse_object(cursor_t *c, PyObject **values, unsigned char *scr
         if (fields[i].required && values[i] == NULL)
             return NULL; /* missing: the pure path says which and why */
     }
-    /* what tuple.__new__ does for a subclass: allocate, then fill every slot */
-    PyObject *event = event_type->tp_alloc(event_type, n_fields);
+    /* what the dataclass __init__ does, without running it: allocate, then fill every slot */
+    PyObject *event = event_type->tp_alloc(event_type, 0);
     if (event == NULL)
         return NULL;
     for (Py_ssize_t i = 0; i < n_fields; i++) {
-        PyTuple_SET_ITEM(event, i, values[i] != NULL ? values[i] : Py_NewRef(Py_None));
+        *(PyObject **)((char *)event + slot_offset[i]) =
+            values[i] != NULL ? values[i] : Py_NewRef(Py_None);
         values[i] = NULL; /* the event owns it now */
     }
     return event;
@@ -518,10 +521,9 @@ static PyObject *fastwire_configure(PyObject *Py_UNUSED(module), PyObject *args)
                           &hex_limit, &version))
         return NULL;
     PyTypeObject *type = (PyTypeObject *)cls;
-    if (!PyType_IsSubtype(type, &PyTuple_Type) ||
-        type->tp_basicsize != PyTuple_Type.tp_basicsize ||
-        type->tp_itemsize != PyTuple_Type.tp_itemsize || type->tp_dictoffset != 0) {
-        PyErr_SetString(PyExc_TypeError, "event class must be a plain tuple subclass (NamedTuple)");
+    if (type->tp_itemsize != 0 || type->tp_dictoffset != 0 || type->tp_weaklistoffset != 0 ||
+        type->tp_alloc != PyType_GenericAlloc) {
+        PyErr_SetString(PyExc_TypeError, "event class must be a plain __slots__ class");
         return NULL;
     }
     if (line_limit < 0 || line_limit > MAX_LINE_CAP || text_limit < 0 || hex_limit < 1 ||
@@ -534,6 +536,7 @@ static PyObject *fastwire_configure(PyObject *Py_UNUSED(module), PyObject *args)
         return NULL;
     Py_ssize_t n = PySequence_Fast_GET_SIZE(items);
     field_t table[MAX_FIELDS];
+    Py_ssize_t offsets[MAX_FIELDS];
     if (n < 1 || n > MAX_FIELDS) {
         Py_DECREF(items);
         PyErr_SetString(PyExc_ValueError, "1..64 fields");
@@ -563,6 +566,15 @@ static PyObject *fastwire_configure(PyObject *Py_UNUSED(module), PyObject *args)
             PyErr_Format(PyExc_ValueError, "unknown field kind %s", kind);
             return NULL;
         }
+        /* the field's slot: a member descriptor of an object reference, on this very class */
+        PyObject *member = PyDict_GetItemString(type->tp_dict, name);
+        if (member == NULL || !Py_IS_TYPE(member, &PyMemberDescr_Type) ||
+            ((PyMemberDescrObject *)member)->d_member->type != T_OBJECT_EX) {
+            Py_DECREF(items);
+            PyErr_Format(PyExc_TypeError, "field %s is not a __slots__ entry", name);
+            return NULL;
+        }
+        offsets[i] = ((PyMemberDescrObject *)member)->d_member->offset;
         memset(table[i].name, 0, MAX_NAME);
         memcpy(table[i].name, name, (size_t)name_len);
         table[i].len = name_len;
@@ -571,6 +583,7 @@ static PyObject *fastwire_configure(PyObject *Py_UNUSED(module), PyObject *args)
     }
     Py_DECREF(items);
     memcpy(fields, table, sizeof(field_t) * (size_t)n);
+    memcpy(slot_offset, offsets, sizeof(Py_ssize_t) * (size_t)n);
     n_fields = n;
     memset(by_first_count, 0, sizeof(by_first_count));
     for (Py_ssize_t i = 0; i < n; i++) {

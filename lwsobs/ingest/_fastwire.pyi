@@ -3,7 +3,7 @@
 from typing import Any
 
 def configure(
-    event: type[tuple[Any, ...]],
+    event: type,
     spec: tuple[tuple[str, str, bool], ...],
     max_line: int,
     max_text: int,

@@ -13,8 +13,9 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -22,6 +23,7 @@ from hypothesis import strategies as st
 
 from lwsobs.ingest import wire
 from lwsobs.ingest.wire import (
+    EVENT_FIELDS,
     MAX_LINE_BYTES,
     MAX_TEXT_BYTES,
     Event,
@@ -38,7 +40,7 @@ RECORDINGS = (
 )
 I64_MIN = -(1 << 63)
 I64_MAX = (1 << 63) - 1
-FIELDS = Event._fields
+FIELDS = EVENT_FIELDS
 BASE: dict[str, Any] = {"v": 1, "src": "myapp@host:4242", "seq": 7, "t": 1_732_630_000 * 10**9}
 
 
@@ -57,7 +59,7 @@ def agree(line: bytes) -> Event | None:
     if got is not None:
         assert isinstance(pure, Event), (line[:200], pure)
         assert got == pure, line[:200]
-        assert [type(x) for x in got] == [type(x) for x in pure], line[:200]
+        assert [type(getattr(got, f)) for f in FIELDS] == [type(getattr(pure, f)) for f in FIELDS]
     assert parse_line(line) == pure  # the hook never changes a result either way
     return got
 
@@ -110,6 +112,31 @@ def test_switch_forces_the_pure_path_and_results_do_not_change() -> None:
     assert wire.use_fast_path(True) is True
     assert parse_datagram(data) == pure
     assert len(pure[0]) == 166 and len(pure[1]) == 1
+
+
+def test_configure_refuses_an_event_class_without_the_slots() -> None:
+    """The C parser writes fields into __slots__ by offset: anything else must be refused."""
+    module = wire._fastwire_module
+    assert module is not None
+    spec = (("v", "version", True), ("src", "src", True))
+    limits = (MAX_LINE_BYTES, MAX_TEXT_BYTES, 16, 1)
+
+    class AsTuple(NamedTuple):
+        v: int
+        src: str
+
+    class WithDict:
+        v: int
+        src: str
+
+    @dataclass(slots=True)
+    class MissingSlot:
+        v: int
+
+    for cls in (AsTuple, WithDict, MissingSlot, int):
+        with pytest.raises(TypeError):
+            module.configure(cls, spec, *limits)
+    assert fast(line()) == parse_line_pure(line())  # a refused configure changed nothing
 
 
 def test_environment_switch_starts_pure() -> None:
