@@ -39,6 +39,7 @@ static PyTypeObject *event_type = NULL;
 static Py_ssize_t slot_offset[MAX_FIELDS]; /* where each field's __slots__ entry lives */
 static field_t fields[MAX_FIELDS];
 static Py_ssize_t n_fields = 0;
+static uint64_t required_mask = 0; /* a bit per required field, as in parse_object's `seen` */
 static Py_ssize_t max_line = 0;
 static Py_ssize_t max_text = 0;
 static Py_ssize_t max_hex = 0;
@@ -53,7 +54,8 @@ typedef struct {
 
 static inline void skip_ws(cursor_t *c) {
     /* json's whitespace: space, tab, newline, carriage return (nothing else) */
-    while (c->p < c->end && (*c->p == ' ' || *c->p == '\t' || *c->p == '\n' || *c->p == '\r'))
+    while (c->p < c->end && *c->p <= ' ' &&
+           (*c->p == ' ' || *c->p == '\t' || *c->p == '\n' || *c->p == '\r'))
         c->p++;
 }
 
@@ -102,6 +104,16 @@ typedef struct {
     int ascii;
 } string_t;
 
+/* Bytes a JSON string holds as they are: printable ASCII but the quote and the backslash. */
+static const unsigned char plain_byte[256] = {
+    ['\x20'] = 1, 1, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, /* 0x22 is the quote */
+    ['\x30'] = 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    ['\x40'] = 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    ['\x50'] = 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 1, 1, 1, /* 0x5c is the backslash */
+    ['\x60'] = 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    ['\x70'] = 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+};
+
 /* A JSON string; c->p is just past the opening quote. The decoded UTF-8 lands in `out` (either the
  * line itself when it holds no escape, or `scratch`). Returns 0 on anything not certain. */
 static int read_string(cursor_t *c, unsigned char *scratch, string_t *out) {
@@ -110,6 +122,10 @@ static int read_string(cursor_t *c, unsigned char *scratch, string_t *out) {
     int escapes = 0;
     int ascii = 1;
     while (p < c->end) {
+        if (plain_byte[*p]) { /* the common byte, one test */
+            p++;
+            continue;
+        }
         unsigned char ch = *p;
         if (ch == '"')
             break;
@@ -435,10 +451,8 @@ static PyObject *parse_object(cursor_t *c, PyObject **values, unsigned char *scr
     skip_ws(c);
     if (c->p != c->end)
         return NULL; /* extra data */
-    for (Py_ssize_t i = 0; i < n_fields; i++) {
-        if (fields[i].required && values[i] == NULL)
-            return NULL; /* missing: the pure path says which and why */
-    }
+    if ((seen & required_mask) != required_mask)
+        return NULL; /* missing (a required null never gets here): the pure path says why */
     /* what the dataclass __init__ does, without running it: allocate, then fill every slot */
     PyObject *event = event_type->tp_alloc(event_type, 0);
     if (event == NULL)
@@ -459,10 +473,11 @@ static PyObject *parse_span(const unsigned char *data, Py_ssize_t len) {
     PyObject *values[MAX_FIELDS] = {NULL};
     cursor_t c = {data, data + len};
     PyObject *event = parse_object(&c, values, scratch);
-    for (Py_ssize_t i = 0; i < n_fields; i++)
-        Py_XDECREF(values[i]);
-    if (event == NULL)
+    if (event == NULL) { /* an Event took every value; a doubt leaves some behind */
+        for (Py_ssize_t i = 0; i < n_fields; i++)
+            Py_XDECREF(values[i]);
         PyErr_Clear(); /* an allocation failure is a doubt too: the pure path decides */
+    }
     return event;
 }
 
@@ -585,6 +600,11 @@ static PyObject *fastwire_configure(PyObject *Py_UNUSED(module), PyObject *args)
     memcpy(fields, table, sizeof(field_t) * (size_t)n);
     memcpy(slot_offset, offsets, sizeof(Py_ssize_t) * (size_t)n);
     n_fields = n;
+    required_mask = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (fields[i].required)
+            required_mask |= (uint64_t)1 << i;
+    }
     memset(by_first_count, 0, sizeof(by_first_count));
     for (Py_ssize_t i = 0; i < n; i++) {
         unsigned char first = (unsigned char)fields[i].name[0];
