@@ -12,7 +12,7 @@ built in memory; then:
 - `json.loads` of the same lines as the baseline nothing can beat in Python.
 Targets (issue 4): >= 200,000 callbacks/s with metrics, >= 50,000 transactions/s with spans
 exported.
-Usage: .venv/bin/python bench/ingest.py [--lines N]
+Usage: .venv/bin/python bench/ingest.py [--lines N] [--repeat N]
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import asyncio
 import json
 import os
 import socket
+import statistics
 import sys
 import time
 
@@ -244,6 +245,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--lines", type=int, default=300_000)
     parser.add_argument("--rate", type=int, default=RATE, help="UDP sender pace, lines/s")
+    parser.add_argument("--repeat", type=int, default=3, help="interleaved runs per row")
     parser.add_argument("--send", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.send:
@@ -255,32 +257,36 @@ def main() -> None:
 
     logging.getLogger("lwsobs").setLevel(logging.ERROR)
     lines, txns = recording(args.lines)
-    base = bench_json(lines)
     pure_us, fast_us = bench_parse(lines)
-    metrics = bench_pipeline(lines, txns, spans=False)
-    spans = bench_pipeline(lines, txns, spans=True)
-    exported = bench_exported(lines, txns)
-    udp = asyncio.run(bench_udp(lines, args.rate))
+    runs: dict[str, list[float]] = {}
+    exports: list[dict[str, float]] = []
+    udps: list[dict[str, float]] = []
+    for _ in range(args.repeat):  # interleaved, so a noisy spell hits every row alike
+        runs.setdefault("json", []).append(bench_json(lines))
+        metrics = bench_pipeline(lines, txns, spans=False)
+        runs.setdefault("metrics", []).append(metrics["callbacks_per_s"])
+        spans = bench_pipeline(lines, txns, spans=True)
+        runs.setdefault("spans", []).append(spans["transactions_per_s"])
+        exports.append(bench_exported(lines, txns))
+        runs.setdefault("exported", []).append(exports[-1]["transactions_per_s"])
+        udps.append(asyncio.run(bench_udp(lines, args.rate)))
+        runs.setdefault("udp", []).append(udps[-1]["callbacks_per_s"])
     print(
         f"lwsobs ingest bench: {len(lines):,} lws callback lines, {txns:,} transactions, "
-        f"python {sys.version.split()[0]}, 2 CPUs (receiver on core 0, sender on core 1)"
+        f"python {sys.version.split()[0]}, 2 CPUs (receiver on core 0, sender on core 1), "
+        f"median of {args.repeat} interleaved runs (min-max)"
     )
+    base = statistics.median(runs["json"])
     rows = [
-        ("baseline: json.loads per line", base, None),
-        ("pipeline, metrics only", metrics["callbacks_per_s"], TARGET_CALLBACKS),
-        ("pipeline, spans sampled (transactions/s)", spans["transactions_per_s"], None),
-        (
-            "spans exported over OTLP (transactions/s)",
-            exported["transactions_per_s"],
-            TARGET_TRANSACTIONS,
-        ),
-        (
-            f"UDP into the service (sent at {args.rate:,}/s)",
-            udp["callbacks_per_s"],
-            TARGET_CALLBACKS,
-        ),
+        ("baseline: json.loads per line", "json", None),
+        ("pipeline, metrics only", "metrics", TARGET_CALLBACKS),
+        ("pipeline, spans sampled (transactions/s)", "spans", None),
+        ("spans exported over OTLP (transactions/s)", "exported", TARGET_TRANSACTIONS),
+        (f"UDP into the service (sent at {args.rate:,}/s)", "udp", TARGET_CALLBACKS),
     ]
-    for name, rate, target in rows:
+    for name, key, target in rows:
+        rate = statistics.median(runs[key])
+        spread = f"({min(runs[key]):,.0f}-{max(runs[key]):,.0f})"
         verdict = (
             ""
             if target is None
@@ -289,13 +295,16 @@ def main() -> None:
                 f"{rate / base:.2f}x of json.loads"
             )
         )
-        print(f"  {name:<40} {rate:>12,.0f}/s  {verdict}")
-    print(f"  UDP: applied {udp['applied']:,.0f}, lost (sequence gaps) {udp['lost']:,.0f}")
-    verified = exported["received"] == exported["exported"] and not exported["dropped"]
-    print(
-        f"  OTLP: exported {exported['exported']:,.0f}, received {exported['received']:,.0f}, "
-        f"dropped {exported['dropped']:,.0f}: {'VERIFIED' if verified else 'MISMATCH'}"
-    )
+        print(f"  {name:<42} {rate:>9,.0f}/s {spread:<19} {verdict}")
+    for udp in udps:
+        print(f"  UDP: applied {udp['applied']:,.0f}, lost (sequence gaps) {udp['lost']:,.0f}")
+    verified = all(e["received"] == e["exported"] and not e["dropped"] for e in exports)
+    for exported in exports:
+        print(
+            f"  OTLP: exported {exported['exported']:,.0f}, received "
+            f"{exported['received']:,.0f}, dropped {exported['dropped']:,.0f}"
+        )
+    print(f"  OTLP delivery: {'VERIFIED' if verified else 'MISMATCH'} in every run")
     from lwsobs.ingest import wire
 
     fast = "not built" if fast_us is None else f"{fast_us:.2f} us/line"
