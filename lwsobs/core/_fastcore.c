@@ -4,11 +4,16 @@
  * lwsobs/core/hotpath.py and lwsobs/sinks/metrics.py hold the pure-Python reference of every
  * function here; this file must behave exactly like them (tests/unit/test_fastcore.py compares
  * the two). Python spends about 18,000 instructions on one bind + drop + metrics update, mostly
- * frames and attribute lookups; this does the same work in about a tenth of that.
+ * frames and attribute lookups; this does the same work in about 1,300.
  *
  * Wsi, Context, TransactionSeries and Histogram stay Python classes with __slots__: configure()
  * resolves the offsets of the slots used here once, and every access checks the object's exact
  * type before using an offset (any other object goes through getattr/setattr).
+ *
+ * What keeps a request cheap besides: the metrics sink remembers its last series lookup
+ * (series_for), numbers and exemplar tuples that only their container holds are rewritten in
+ * place rather than replaced (store_int), and freed Transactions are reused (txn_new). Each is
+ * exact: tests/unit/test_fastcore.py runs it against the reference, invalidations included.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -55,6 +60,7 @@ static int metrics_configured = 0;
 static PyObject *series_class = NULL;  /* TransactionSeries, built for a new (source, role) */
 static PyObject *superseded = NULL;    /* "superseded" */
 static PyObject *series_name = NULL;   /* "series" */
+static PyObject *get_name = NULL;      /* "get" */
 static PyObject *zero = NULL, *one = NULL;
 
 static int resolve_slot(int index, PyObject *type) {
@@ -109,6 +115,13 @@ static inline int slot_set(PyObject *obj, int index, PyObject *value) {
         return 0;
     }
     return PyObject_SetAttr(obj, s->name, value);
+}
+
+/* The address of obj's slot when obj is exactly the slot's class (its value may be NULL: unset),
+ * else NULL: then only slot_get/slot_set may be used. */
+static inline PyObject **slot_addr(PyObject *obj, int index) {
+    const Slot *s = &slots[index];
+    return Py_IS_TYPE(obj, s->type) ? (PyObject **)((char *)obj + s->offset) : NULL;
 }
 
 /* -- keyword-capable argument unpacking ------------------------------------------------------ */
@@ -186,11 +199,24 @@ static PyTypeObject TxnType;
     X(wsi) X(role) X(serial) X(index) X(arrived_ns) X(start_ns) X(method) X(path)             \
         X(traceparent) X(end_ns) X(status) X(route) X(error) X(sampled)
 
+/* Transactions are made and freed once per request: up to TXN_FREELIST freed ones are kept
+ * (cleared, untracked) and reused, like CPython's own free lists of lists and tuples, sparing
+ * the allocator and the collector's allocation count. */
+#define TXN_FREELIST 16
+static TxnObject *txn_freelist[TXN_FREELIST];
+static int txn_free = 0;
+
 /* A Transaction with every field set (references stolen), the later ones None. */
 static TxnObject *txn_new(PyObject *wsi, PyObject *role, PyObject *serial, PyObject *index,
                           PyObject *arrived, PyObject *start, PyObject *method, PyObject *path,
                           PyObject *traceparent) {
-    TxnObject *txn = PyObject_GC_New(TxnObject, &TxnType);
+    TxnObject *txn;
+    if (txn_free > 0) {
+        txn = txn_freelist[--txn_free];
+        (void)PyObject_Init((PyObject *)txn, &TxnType); /* a reference count of 1 again */
+    } else {
+        txn = PyObject_GC_New(TxnObject, &TxnType);
+    }
     if (txn == NULL) {
         Py_DECREF(wsi);
         Py_DECREF(role);
@@ -252,7 +278,10 @@ static int Txn_clear(TxnObject *self) {
 static void Txn_dealloc(TxnObject *self) {
     PyObject_GC_UnTrack(self);
     Txn_clear(self);
-    PyObject_GC_Del(self);
+    if (txn_free < TXN_FREELIST)
+        txn_freelist[txn_free++] = self;
+    else
+        PyObject_GC_Del(self);
 }
 
 /* max(0, a - b) for two ints, as a Python int; None counts as b (the Python properties). */
@@ -326,23 +355,48 @@ typedef struct {
     PyObject *on_txn; /* list of callables: the sinks' transaction_ended */
 } HotPathObject;
 
-/* A Python int as a C integer. Timestamps are three 30-bit digits: on CPython 3.11 they are
- * read straight from the digits; PyLong_AsLongAndOverflow (the fallback) costs four times more,
- * PyLong_AsLongLong (through _PyLong_AsByteArray) twenty. */
-static inline int as_ns(PyObject *value, long long *out) {
+/* CPython 3.11's int layout: 30-bit digits in ob_digit, the sign and digit count in ob_size. */
 #if PY_VERSION_HEX < 0x030C0000 && PYLONG_BITS_IN_DIGIT == 30
-    if (PyLong_CheckExact(value)) {
-        Py_ssize_t size = Py_SIZE(value);
-        Py_ssize_t n = size < 0 ? -size : size;
-        const digit *d = ((PyLongObject *)value)->ob_digit;
-        if (n < 3 || (n == 3 && d[2] < 8)) { /* below 2**63 */
-            unsigned long long v = 0;
-            for (Py_ssize_t i = n - 1; i >= 0; i--) v = (v << PyLong_SHIFT) | d[i];
-            *out = size < 0 ? -(long long)v : (long long)v;
-            return 0;
-        }
+#define LONG_DIGITS 1
+#endif
+
+/* 1 and *out = its value when `value` is an exact int in the 64-bit range, else 0 (no error).
+ * Timestamps are three 30-bit digits: on CPython 3.11 they are read straight from the digits;
+ * PyLong_AsLongAndOverflow costs four times more, PyLong_AsLongLong (through
+ * _PyLong_AsByteArray) twenty. */
+static inline int exact_value(PyObject *value, long long *out) {
+    if (!PyLong_CheckExact(value)) return 0;
+#ifdef LONG_DIGITS
+    Py_ssize_t size = Py_SIZE(value);
+    const digit *d = ((PyLongObject *)value)->ob_digit;
+    if (size == 3 && d[2] < 8) { /* a timestamp, below 2**63 */
+        *out = (long long)(d[0] | (unsigned long long)d[1] << PyLong_SHIFT |
+                           (unsigned long long)d[2] << (2 * PyLong_SHIFT));
+        return 1;
+    }
+    if (size == 1) { /* a count */
+        *out = d[0];
+        return 1;
+    }
+    if (size == 2) {
+        *out = (long long)(d[0] | (unsigned long long)d[1] << PyLong_SHIFT);
+        return 1;
+    }
+    if (size == 0) {
+        *out = 0;
+        return 1;
     }
 #endif
+    int overflow;
+    long long big = PyLong_AsLongLongAndOverflow(value, &overflow);
+    if (overflow) return 0; /* an exact int cannot fail otherwise */
+    *out = big;
+    return 1;
+}
+
+/* A Python int as a C integer (anything with __index__, like PyLong_AsLongAndOverflow). */
+static inline int as_ns(PyObject *value, long long *out) {
+    if (exact_value(value, out)) return 0;
     int overflow;
     long v = PyLong_AsLongAndOverflow(value, &overflow);
     if (v == -1 && PyErr_Occurred()) return -1;
@@ -354,16 +408,121 @@ static inline int as_ns(PyObject *value, long long *out) {
     return 0;
 }
 
-/* wsi._last = max(wsi._last, now - epoch) */
+/* Numbers that only their container references are reused in place.
+ *
+ * The per-request updates replace ints and floats that nothing but one slot, list item or
+ * tuple item references (a wsi's _last, a histogram's counts and sum, an exemplar's value): an
+ * object whose reference count is 1 is reachable from Python only through that container, so
+ * writing the new value into it cannot be told apart from storing a new object, and saves an
+ * allocation and a deallocation. (CPython's own float arithmetic does the same since 3.12.)
+ * Any other object (shared, a subclass, a different size) is replaced as usual. Values the
+ * interpreter keeps as shared small ints are never written into another object. */
+
+/* Write v into the exact int `obj` referenced only by its container; 0 when v needs another
+ * number of digits or is a small int (then the caller makes a new object). */
+static inline int long_overwrite(PyObject *obj, long long v) {
+#ifdef LONG_DIGITS
+    if (v >= -5 && v <= 256) return 0;
+    unsigned long long u = v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
+    Py_ssize_t size = Py_SIZE(obj);
+    digit *d = ((PyLongObject *)obj)->ob_digit;
+    switch (size < 0 ? -size : size) { /* the same number of digits, or a new object */
+    case 1:
+        if (u >> PyLong_SHIFT) return 0;
+        d[0] = (digit)u;
+        break;
+    case 2:
+        if ((u >> PyLong_SHIFT) == 0 || (u >> 2 * PyLong_SHIFT)) return 0;
+        d[0] = (digit)(u & PyLong_MASK);
+        d[1] = (digit)(u >> PyLong_SHIFT);
+        break;
+    case 3:
+        if ((u >> 2 * PyLong_SHIFT) == 0) return 0; /* (and u < 2**64 < 2**90) */
+        d[0] = (digit)(u & PyLong_MASK);
+        d[1] = (digit)((u >> PyLong_SHIFT) & PyLong_MASK);
+        d[2] = (digit)(u >> 2 * PyLong_SHIFT);
+        break;
+    default:
+        return 0;
+    }
+    if ((v < 0) != (size < 0)) Py_SET_SIZE(obj, -size);
+    return 1;
+#else
+    (void)obj;
+    (void)v;
+    return 0;
+#endif
+}
+
+/* *field = v (an owned reference to an int, or NULL), reusing the int it holds when only
+ * *field references it. */
+static inline int store_int(PyObject **field, long long v) {
+    PyObject *old = *field;
+    if (old != NULL && Py_REFCNT(old) == 1 && PyLong_CheckExact(old) && long_overwrite(old, v))
+        return 0;
+    PyObject *obj = PyLong_FromLongLong(v);
+    if (obj == NULL) return -1;
+    *field = obj;
+    Py_XDECREF(old);
+    return 0;
+}
+
+/* *field = value (a double; *field an owned reference to a float), reusing the float. */
+static inline int store_float(PyObject **field, double value) {
+    PyObject *old = *field;
+    if (old != NULL && Py_REFCNT(old) == 1 && PyFloat_CheckExact(old)) {
+        ((PyFloatObject *)old)->ob_fval = value;
+        return 0;
+    }
+    PyObject *obj = PyFloat_FromDouble(value);
+    if (obj == NULL) return -1;
+    *field = obj;
+    Py_XDECREF(old);
+    return 0;
+}
+
+/* seq[i] += 1, as Python runs it; a list's exact int item is bumped in place. */
+static int increment_item(PyObject *seq, Py_ssize_t i) {
+    long long n;
+    if (PyList_CheckExact(seq) && i < PyList_GET_SIZE(seq)) {
+        PyObject *item = PyList_GET_ITEM(seq, i);
+#ifdef LONG_DIGITS
+        digit *d = ((PyLongObject *)item)->ob_digit;
+        if (Py_REFCNT(item) == 1 && PyLong_CheckExact(item) && Py_SIZE(item) == 1 &&
+            d[0] >= 256 && d[0] < PyLong_MASK) { /* store_int's rewrite, for one digit */
+            d[0]++;
+            return 0;
+        }
+#endif
+        if (exact_value(item, &n) && n < LLONG_MAX)
+            return store_int(&((PyListObject *)seq)->ob_item[i], n + 1);
+    }
+    PyObject *key = PyLong_FromSsize_t(i);
+    if (key == NULL) return -1;
+    PyObject *item = PyObject_GetItem(seq, key);
+    PyObject *bumped = item ? PyNumber_InPlaceAdd(item, one) : NULL;
+    int rc = bumped ? PyObject_SetItem(seq, key, bumped) : -1;
+    Py_XDECREF(bumped);
+    Py_XDECREF(item);
+    Py_DECREF(key);
+    return rc;
+}
+
+/* wsi._last = max(wsi._last, now - epoch); the int in _last is reused when only it holds it. */
 static int touch_last(HotPathObject *self, PyObject *wsi, long long now) {
     long long rel = now - self->epoch_ns;
-    PyObject *last_obj = slot_get(wsi, WSI_LAST);
-    if (last_obj == NULL) return -1;
+    PyObject **field = slot_addr(wsi, WSI_LAST);
+    PyObject *last_obj = field != NULL ? Py_XNewRef(*field) : slot_get(wsi, WSI_LAST);
+    if (last_obj == NULL) {
+        if (!PyErr_Occurred()) PyErr_SetObject(PyExc_AttributeError, slots[WSI_LAST].name);
+        return -1;
+    }
     long long last;
-    int failed = as_ns(last_obj, &last);
+    int failed = as_ns(last_obj, &last); /* may run __index__: the slot is read again below */
     Py_DECREF(last_obj);
     if (failed) return -1;
     if (rel <= last) return 0;
+    if (field != NULL) return store_int(field, rel);
     PyObject *rel_obj = PyLong_FromLongLong(rel);
     if (rel_obj == NULL) return -1;
     int rc = slot_set(wsi, WSI_LAST, rel_obj);
@@ -371,7 +530,29 @@ static int touch_last(HotPathObject *self, PyObject *wsi, long long now) {
     return rc;
 }
 
-/* context.active_transactions[role] += delta; a missing key is 0 when adding, KeyError else. */
+/* Dict lookups with the hash computed once (the private KnownHash calls up to CPython 3.12). */
+#if PY_VERSION_HEX < 0x030D0000
+#define DICT_GET(dict, key, hash) _PyDict_GetItem_KnownHash(dict, key, hash)
+#define DICT_SET(dict, key, value, hash) _PyDict_SetItem_KnownHash(dict, key, value, hash)
+#else
+#define DICT_GET(dict, key, hash) PyDict_GetItemWithError(dict, key)
+#define DICT_SET(dict, key, value, hash) PyDict_SetItem(dict, key, value)
+#endif
+
+/* hash(key); a str (or a str subclass hashing as str, like Role) has it cached. */
+static inline Py_hash_t hash_of(PyObject *key) {
+#if PY_VERSION_HEX < 0x030D0000
+    if (PyUnicode_Check(key) && Py_TYPE(key)->tp_hash == PyUnicode_Type.tp_hash) {
+        Py_hash_t hash = ((PyASCIIObject *)key)->hash;
+        if (hash != -1) return hash;
+    }
+#endif
+    return PyObject_Hash(key);
+}
+
+/* context.active_transactions[role] += delta, as the reference does it: for +1
+ * `active[role] = active.get(role, 0) + 1`, for -1 `active[role] -= 1` (KeyError if missing).
+ * A dict holding an exact int (or, adding, nothing) for role takes the direct path. */
 static int count_active(PyObject *wsi, PyObject *role, long delta) {
     PyObject *ctx = slot_get(wsi, WSI_CONTEXT);
     if (ctx == NULL) return -1;
@@ -379,21 +560,33 @@ static int count_active(PyObject *wsi, PyObject *role, long delta) {
     Py_DECREF(ctx);
     if (active == NULL) return -1;
     int rc = -1;
-    PyObject *current = PyObject_GetItem(active, role);
-    long long n = 0;
-    if (current == NULL) {
-        if (delta < 0 || !PyErr_ExceptionMatches(PyExc_KeyError)) goto done;
-        PyErr_Clear();
-    } else {
-        int failed = as_ns(current, &n);
-        Py_DECREF(current);
-        if (failed) goto done;
+    PyObject *current = NULL, *updated = NULL;
+    if (PyDict_CheckExact(active)) {
+        Py_hash_t hash = hash_of(role);
+        if (hash == -1) goto done;
+        PyObject *value = DICT_GET(active, role, hash); /* borrowed */
+        long long n = 0;
+        if (value == NULL && PyErr_Occurred()) goto done;
+        if (value == NULL ? delta > 0
+                          : exact_value(value, &n) && (delta > 0 ? n < LLONG_MAX : n > LLONG_MIN)) {
+            updated = PyLong_FromLongLong(n + delta);
+            if (updated == NULL) goto done;
+            rc = DICT_SET(active, role, updated, hash);
+            goto done;
+        }
     }
-    PyObject *updated = PyLong_FromLongLong(n + delta);
-    if (updated == NULL) goto done;
-    rc = PyObject_SetItem(active, role, updated);
-    Py_DECREF(updated);
+    if (delta > 0) {
+        PyObject *args[3] = {active, role, zero};
+        current = PyObject_VectorcallMethod(get_name, args, 3, NULL);
+        updated = current ? PyNumber_Add(current, one) : NULL;
+    } else {
+        current = PyObject_GetItem(active, role);
+        updated = current ? PyNumber_InPlaceSubtract(current, one) : NULL;
+    }
+    if (updated != NULL) rc = PyObject_SetItem(active, role, updated);
 done:
+    Py_XDECREF(current);
+    Py_XDECREF(updated);
     Py_DECREF(active);
     return rc;
 }
@@ -434,8 +627,11 @@ static const char *const bind_names[] = {"wsi", "now", "arrived", "method", "pat
 
 static PyObject *HotPath_bind(HotPathObject *self, PyObject *const *args, Py_ssize_t nargs,
                               PyObject *kwnames) {
-    PyObject *a[6];
-    if (unpack("bind", args, nargs, kwnames, bind_names, 2, 6, a)) return NULL;
+    PyObject *given[6], *const *a = args; /* every argument positional: used as they are */
+    if (kwnames != NULL || nargs != 6) {
+        if (unpack("bind", args, nargs, kwnames, bind_names, 2, 6, given)) return NULL;
+        a = given;
+    }
     PyObject *wsi = a[0], *now = a[1], *arrived = a[2];
     if (!core_configured) {
         PyErr_SetString(PyExc_RuntimeError, "lwsobs.core._fastcore is not configured");
@@ -465,7 +661,10 @@ static PyObject *HotPath_bind(HotPathObject *self, PyObject *const *args, Py_ssi
     }
     PyObject *index = slot_get(wsi, WSI_TRANSACTIONS);
     if (index == NULL) return NULL;
-    PyObject *next = PyNumber_Add(index, one);
+    long long count;
+    PyObject *next = exact_value(index, &count) && count < LLONG_MAX
+                         ? PyLong_FromLongLong(count + 1)
+                         : PyNumber_InPlaceAdd(index, one);
     if (next == NULL) {
         Py_DECREF(index);
         return NULL;
@@ -499,8 +698,11 @@ static const char *const drop_names[] = {"wsi", "now", "status", "route", "error
 
 static PyObject *HotPath_drop(HotPathObject *self, PyObject *const *args, Py_ssize_t nargs,
                               PyObject *kwnames) {
-    PyObject *a[5];
-    if (unpack("drop", args, nargs, kwnames, drop_names, 2, 5, a)) return NULL;
+    PyObject *given[5], *const *a = args; /* every argument positional: used as they are */
+    if (kwnames != NULL || nargs != 5) {
+        if (unpack("drop", args, nargs, kwnames, drop_names, 2, 5, given)) return NULL;
+        a = given;
+    }
     if (!core_configured) {
         PyErr_SetString(PyExc_RuntimeError, "lwsobs.core._fastcore is not configured");
         return NULL;
@@ -518,8 +720,11 @@ static const char *const end_names[] = {"wsi", "txn", "now", "status", "route", 
 
 static PyObject *HotPath_end_transaction(HotPathObject *self, PyObject *const *args,
                                          Py_ssize_t nargs, PyObject *kwnames) {
-    PyObject *a[6];
-    if (unpack("_end_transaction", args, nargs, kwnames, end_names, 6, 6, a)) return NULL;
+    PyObject *given[6], *const *a = args; /* every argument positional: used as they are */
+    if (kwnames != NULL || nargs != 6) {
+        if (unpack("_end_transaction", args, nargs, kwnames, end_names, 6, 6, given)) return NULL;
+        a = given;
+    }
     if (!core_configured) {
         PyErr_SetString(PyExc_RuntimeError, "lwsobs.core._fastcore is not configured");
         return NULL;
@@ -579,78 +784,120 @@ static PyTypeObject HotPathType = {
 
 /* -- MetricsHotPath: the base class of MetricsSink ------------------------------------------- */
 
-/* Seconds from a to b (ns, ints), 0.0 unless b is later; the same double as Python's
+/* Seconds from `from` (ns) to b (an int), 0.0 unless b is later; the same double as Python's
  * (b - a) / 1_000_000_000 for any difference below 2**53 ns. */
-static int elapsed_s(PyObject *a, PyObject *b, double *out) {
-    long long from, to;
-    if (as_ns(a, &from) || as_ns(b, &to)) return -1;
+static inline int elapsed_s(long long from, PyObject *b, double *out) {
+    long long to;
+    if (as_ns(b, &to)) return -1;
     *out = to > from ? (double)(to - from) / NS_PER_S : 0.0;
     return 0;
 }
 
-/* Histogram.observe(value[, exemplar]) of lwsobs/sinks/histogram.py, inlined. */
-static int observe(PyObject *hist, double value, PyObject *exemplar) {
-    int rc = -1;
-    PyObject *bounds = slot_get(hist, HIST_BOUNDS);
-    if (bounds == NULL) return -1;
-    PyObject *counts = NULL, *fast = PySequence_Fast(bounds, "histogram bounds");
-    if (fast == NULL) goto done;
-    Py_ssize_t lo = 0, hi = PySequence_Fast_GET_SIZE(fast);
-    PyObject **items = PySequence_Fast_ITEMS(fast);
-    while (lo < hi) { /* bisect_left */
+/* hist.exemplars[i] = (exemplar, value). The tuple already there is refilled when only the list
+ * holds it (see store_int), otherwise a new one is stored. */
+static int set_exemplar(PyObject *exemplars, Py_ssize_t i, PyObject *exemplar, double value) {
+    if (PyList_CheckExact(exemplars) && i < PyList_GET_SIZE(exemplars)) {
+        PyObject *pair = PyList_GET_ITEM(exemplars, i);
+        if (pair != NULL && Py_REFCNT(pair) == 1 && PyTuple_CheckExact(pair) &&
+            PyTuple_GET_SIZE(pair) == 2) {
+            PyObject **items = ((PyTupleObject *)pair)->ob_item;
+            if (store_float(&items[1], value)) return -1;
+            PyObject *old = items[0];
+            items[0] = Py_NewRef(exemplar);
+            if (!PyObject_GC_IsTracked(pair)) /* the collector untracks tuples of atoms */
+                PyObject_GC_Track(pair);
+            Py_DECREF(old); /* last: the tuple is whole again if this runs any code */
+            return 0;
+        }
+    }
+    PyObject *value_obj = PyFloat_FromDouble(value);
+    PyObject *pair = value_obj ? PyTuple_Pack(2, exemplar, value_obj) : NULL;
+    PyObject *key = pair ? PyLong_FromSsize_t(i) : NULL;
+    int rc = key ? PyObject_SetItem(exemplars, key, pair) : -1;
+    Py_XDECREF(key);
+    Py_XDECREF(pair);
+    Py_XDECREF(value_obj);
+    return rc;
+}
+
+/* The bounds of the histograms last observed, as doubles: a tuple of floats (held, so never
+ * another object at that address) cannot change. */
+#define CACHED_BOUNDS 32
+static PyObject *cached_bounds = NULL;
+static double cached_bound_values[CACHED_BOUNDS];
+
+/* bisect_left(bounds, value) for a tuple of exact floats, -1 for anything else. */
+static inline Py_ssize_t bisect_cached(PyObject *bounds, double value) {
+    if (bounds != cached_bounds) {
+        if (!PyTuple_CheckExact(bounds) || PyTuple_GET_SIZE(bounds) > CACHED_BOUNDS) return -1;
+        for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(bounds); i++) {
+            PyObject *item = PyTuple_GET_ITEM(bounds, i);
+            if (!PyFloat_CheckExact(item)) return -1;
+            cached_bound_values[i] = PyFloat_AS_DOUBLE(item);
+        }
+        Py_INCREF(bounds);
+        Py_XSETREF(cached_bounds, bounds);
+    }
+    Py_ssize_t lo = 0, hi = PyTuple_GET_SIZE(bounds);
+    while (lo < hi) {
         Py_ssize_t mid = (lo + hi) / 2;
-        PyObject *item = items[mid];
-        double bound = PyFloat_CheckExact(item) ? PyFloat_AS_DOUBLE(item) : PyFloat_AsDouble(item);
-        if (bound == -1.0 && PyErr_Occurred()) goto done;
-        if (bound < value)
+        if (cached_bound_values[mid] < value)
             lo = mid + 1;
         else
             hi = mid;
     }
-    counts = slot_get(hist, HIST_COUNTS);
-    if (counts == NULL) goto done;
-    if (!PyList_Check(counts) || lo >= PyList_GET_SIZE(counts)) {
-        PyErr_SetString(PyExc_IndexError, "histogram counts shorter than its bounds");
-        goto done;
-    }
-    PyObject *bumped = PyNumber_Add(PyList_GET_ITEM(counts, lo), one);
-    if (bumped == NULL) goto done;
-    PyList_SetItem(counts, lo, bumped);
-    PyObject *sum = slot_get(hist, HIST_SUM);
-    if (sum == NULL) goto done;
-    PyObject *new_sum = PyFloat_CheckExact(sum)
-                            ? PyFloat_FromDouble(PyFloat_AS_DOUBLE(sum) + value) /* as sum + v */
-                            : NULL;
-    if (new_sum == NULL && !PyErr_Occurred()) { /* not a float: whatever + means for it */
-        PyObject *value_obj = PyFloat_FromDouble(value);
-        new_sum = value_obj ? PyNumber_Add(sum, value_obj) : NULL;
-        Py_XDECREF(value_obj);
-    }
-    Py_DECREF(sum);
-    if (new_sum == NULL || slot_set(hist, HIST_SUM, new_sum)) {
-        Py_XDECREF(new_sum);
-        goto done;
-    }
-    Py_DECREF(new_sum);
-    if (exemplar != NULL) {
-        PyObject *exemplars = slot_get(hist, HIST_EXEMPLARS);
-        PyObject *value_obj = exemplars ? PyFloat_FromDouble(value) : NULL;
-        PyObject *pair = value_obj ? PyTuple_Pack(2, exemplar, value_obj) : NULL;
-        Py_XDECREF(value_obj);
-        int failed = pair == NULL;
-        if (!failed && PyList_Check(exemplars) && lo < PyList_GET_SIZE(exemplars)) {
-            PyList_SetItem(exemplars, lo, pair); /* steals pair */
-        } else if (!failed) {
-            PyObject *key = PyLong_FromSsize_t(lo);
-            failed = key == NULL || PyObject_SetItem(exemplars, key, pair) < 0;
-            Py_XDECREF(key);
-            Py_DECREF(pair);
+    return lo;
+}
+
+/* Histogram.observe(value[, exemplar]) of lwsobs/sinks/histogram.py, inlined:
+ *   i = bisect_left(bounds, value); counts[i] += 1; sum += value; exemplars[i] = (ex, value)
+ * On the exact Histogram class with its own lists and numbers nothing is allocated: the count,
+ * the sum and the exemplar's tuple and value are rewritten in place (see store_int). */
+static int observe(PyObject *hist, double value, PyObject *exemplar) {
+    int rc = -1;
+    PyObject *bounds = slot_get(hist, HIST_BOUNDS);
+    if (bounds == NULL) return -1;
+    PyObject *counts = NULL, *exemplars = NULL, *fast = NULL;
+    Py_ssize_t lo = bisect_cached(bounds, value);
+    if (lo < 0) {
+        if ((fast = PySequence_Fast(bounds, "histogram bounds")) == NULL) goto done;
+        Py_ssize_t hi = PySequence_Fast_GET_SIZE(fast);
+        PyObject **items = PySequence_Fast_ITEMS(fast);
+        lo = 0;
+        while (lo < hi) { /* bisect_left */
+            Py_ssize_t mid = (lo + hi) / 2;
+            PyObject *item = items[mid];
+            double bound =
+                PyFloat_CheckExact(item) ? PyFloat_AS_DOUBLE(item) : PyFloat_AsDouble(item);
+            if (bound == -1.0 && PyErr_Occurred()) goto done;
+            if (bound < value)
+                lo = mid + 1;
+            else
+                hi = mid;
         }
-        Py_XDECREF(exemplars);
+    }
+    counts = slot_get(hist, HIST_COUNTS);
+    if (counts == NULL || increment_item(counts, lo)) goto done;
+    PyObject **sum_field = slot_addr(hist, HIST_SUM);
+    if (sum_field != NULL && *sum_field != NULL && PyFloat_CheckExact(*sum_field)) {
+        if (store_float(sum_field, PyFloat_AS_DOUBLE(*sum_field) + value)) goto done;
+    } else { /* sum += value, whatever += means for it */
+        PyObject *sum = slot_get(hist, HIST_SUM);
+        PyObject *value_obj = sum ? PyFloat_FromDouble(value) : NULL;
+        PyObject *new_sum = value_obj ? PyNumber_InPlaceAdd(sum, value_obj) : NULL;
+        int failed = new_sum == NULL || slot_set(hist, HIST_SUM, new_sum);
+        Py_XDECREF(new_sum);
+        Py_XDECREF(value_obj);
+        Py_XDECREF(sum);
         if (failed) goto done;
+    }
+    if (exemplar != NULL) {
+        exemplars = slot_get(hist, HIST_EXEMPLARS);
+        if (exemplars == NULL || set_exemplar(exemplars, lo, exemplar, value)) goto done;
     }
     rc = 0;
 done:
+    Py_XDECREF(exemplars);
     Py_XDECREF(counts);
     Py_XDECREF(fast);
     Py_DECREF(bounds);
@@ -663,24 +910,113 @@ static int code_class_index(PyObject *status, Py_ssize_t *out) {
         *out = 0;
         return 0;
     }
-    long s = PyLong_AsLong(status);
-    if (s == -1 && PyErr_Occurred()) return -1;
+    long long s;
+    if (!exact_value(status, &s)) {
+        int overflow = 0;
+        s = PyLong_Check(status) ? PyLong_AsLongLongAndOverflow(status, &overflow)
+                                 : PyLong_AsLongLong(status); /* through __index__ */
+        if (s == -1 && PyErr_Occurred()) return -1;
+        if (overflow) s = 0; /* beyond 64 bits: not in 100..599 */
+    }
     *out = (100 <= s && s <= 599) ? s / 100 : 0;
     return 0;
 }
 
-static PyObject *series_for(PyObject *self, PyObject *role, PyObject *wsi) {
-    PyObject *table = PyObject_GetAttr(self, series_name);
+/* The per-sink state: the `series` table itself, and a one-entry cache of series_for.
+ *
+ * `series` (set by MetricsSink.__init__) is a slot of this base rather than an entry of the
+ * instance's __dict__: a generic attribute lookup costs more than the rest of series_for.
+ * It is read directly while the instance's type finds this very slot under that name (a
+ * subclass may redefine it), which is checked once per type and version tag; otherwise, and
+ * when it is unset, through getattr.
+ *
+ * series_for looks up self.series[(source, role)]: building the key tuple, hashing and
+ * comparing it costs more than the rest of the lookup. A server's requests nearly all go to the
+ * same series, so the last answer is kept: (table, source, role) -> series, with the table's
+ * dict version at the time. It is used only while self.series is still that same exact dict,
+ * unchanged since (CPython changes a dict's version on every insertion, replacement, deletion
+ * or clear, PEP 509), and the wsi's source and role are the very same objects: then the lookup
+ * would find the same entry. Everything it names is held strongly, so no address is reused.
+ * Dict versions exist up to CPython 3.13; elsewhere every call does the full lookup. */
+#if PY_VERSION_HEX < 0x030C0000
+#define SERIES_CACHE 1
+#endif
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *series_table;                   /* the `series` attribute */
+    PyObject *table, *source, *role, *series; /* the last lookup; NULL: none */
+    uint64_t version;                         /* table's ma_version_tag after it */
+} MetricsHotPathObject;
+
+static PyObject *series_member = NULL; /* MetricsHotPath.__dict__["series"] */
+/* The type last seen to find series_member under "series", with its version tag then. The
+ * pointer is not owned, only compared: CPython gives every type (and every modification of
+ * one or of its bases) a new version tag, never an old one. */
+static PyTypeObject *series_slot_type = NULL;
+static unsigned int series_slot_tag = 0;
+
+/* self.series, a new reference. */
+static inline PyObject *series_table(MetricsHotPathObject *self) {
+    PyTypeObject *tp = Py_TYPE(self);
+    if (tp != series_slot_type || tp->tp_version_tag != series_slot_tag ||
+        !PyType_HasFeature(tp, Py_TPFLAGS_VALID_VERSION_TAG)) {
+        series_slot_type = NULL;
+        if (tp->tp_getattro != PyObject_GenericGetAttr ||
+            _PyType_Lookup(tp, series_name) != series_member || /* borrowed; tags the type */
+            !PyType_HasFeature(tp, Py_TPFLAGS_VALID_VERSION_TAG) || tp->tp_version_tag == 0)
+            return PyObject_GetAttr((PyObject *)self, series_name);
+        series_slot_type = tp;
+        series_slot_tag = tp->tp_version_tag;
+    }
+    if (self->series_table == NULL) /* unset: getattr raises the slot's AttributeError */
+        return PyObject_GetAttr((PyObject *)self, series_name);
+    return Py_NewRef(self->series_table);
+}
+
+#ifdef SERIES_CACHE
+static inline uint64_t dict_version(PyObject *dict) {
+    return ((PyDictObject *)dict)->ma_version_tag;
+}
+#endif
+
+/* self.series.get(key), and a new TransactionSeries stored under key when that is None. */
+static PyObject *series_for(MetricsHotPathObject *self, PyObject *role, PyObject *wsi) {
+    PyObject *table = series_table(self);
     if (table == NULL) return NULL;
     PyObject *series = NULL, *key = NULL, *ctx = slot_get(wsi, WSI_CONTEXT);
     PyObject *source = ctx ? slot_get(ctx, CTX_SOURCE) : NULL;
-    if (source != NULL) key = PyTuple_Pack(2, source, role);
+    if (source == NULL) goto done;
+    int exact = PyDict_CheckExact(table);
+#ifdef SERIES_CACHE
+    if (table == self->table && source == self->source && role == self->role && exact &&
+        dict_version(table) == self->version) {
+        series = Py_NewRef(self->series);
+        goto done;
+    }
+#endif
+    key = PyTuple_Pack(2, source, role);
     if (key == NULL) goto done;
-    series = PyDict_Check(table) ? Py_XNewRef(PyDict_GetItemWithError(table, key)) : NULL;
+    if (exact) {
+        series = Py_XNewRef(PyDict_GetItemWithError(table, key));
+    } else { /* whatever .get means for it */
+        PyObject *args[2] = {table, key};
+        series = PyObject_VectorcallMethod(get_name, args, 2, NULL);
+    }
+    if (series == Py_None) Py_CLEAR(series);
     if (series == NULL && !PyErr_Occurred()) {
         series = PyObject_CallNoArgs(series_class);
         if (series != NULL && PyObject_SetItem(table, key, series)) Py_CLEAR(series);
     }
+#ifdef SERIES_CACHE
+    if (series != NULL && exact) {
+        Py_XSETREF(self->table, Py_NewRef(table));
+        Py_XSETREF(self->source, Py_NewRef(source));
+        Py_XSETREF(self->role, Py_NewRef(role));
+        Py_XSETREF(self->series, Py_NewRef(series));
+        self->version = dict_version(table);
+    }
+#endif
 done:
     Py_XDECREF(key);
     Py_XDECREF(source);
@@ -689,7 +1025,7 @@ done:
     return series;
 }
 
-static PyObject *MetricsHotPath_transaction_ended(PyObject *self, PyObject *txn) {
+static PyObject *MetricsHotPath_transaction_ended(MetricsHotPathObject *self, PyObject *txn) {
     if (!metrics_configured || !core_configured) {
         PyErr_SetString(PyExc_RuntimeError, "lwsobs.core._fastcore metrics are not configured");
         return NULL;
@@ -722,23 +1058,18 @@ static PyObject *MetricsHotPath_transaction_ended(PyObject *self, PyObject *txn)
     Py_ssize_t cls;
     if (code_class_index(status, &cls)) goto done;
     by_class = slot_get(series, SERIES_BY_CLASS);
-    if (by_class == NULL) goto done;
-    if (!PyList_Check(by_class) || cls >= PyList_GET_SIZE(by_class)) {
-        PyErr_SetString(PyExc_IndexError, "by_class shorter than the code classes");
-        goto done;
-    }
-    PyObject *bumped = PyNumber_Add(PyList_GET_ITEM(by_class, cls), one);
-    if (bumped == NULL) goto done;
-    PyList_SetItem(by_class, cls, bumped);
+    if (by_class == NULL || increment_item(by_class, cls)) goto done;
     double seconds = 0.0, waited;
-    if (end != Py_None && elapsed_s(arrived, end, &seconds)) goto done;
+    long long arrived_ns = 0; /* read where the reference first reads `arrived` */
+    int have_arrived = end != Py_None;
+    if (have_arrived && (as_ns(arrived, &arrived_ns) || elapsed_s(arrived_ns, end, &seconds)))
+        goto done;
     hist = slot_get(series, SERIES_DURATION);
     if (hist == NULL || observe(hist, seconds, txn)) goto done;
     Py_DECREF(hist);
-    if (elapsed_s(arrived, start, &waited)) {
-        hist = NULL;
+    hist = NULL;
+    if ((!have_arrived && as_ns(arrived, &arrived_ns)) || elapsed_s(arrived_ns, start, &waited))
         goto done;
-    }
     hist = slot_get(series, SERIES_QUEUE_WAIT);
     if (hist == NULL || observe(hist, waited, NULL)) goto done;
     result = Py_NewRef(Py_None);
@@ -757,19 +1088,54 @@ done:
     return result;
 }
 
+static int MetricsHotPath_traverse(MetricsHotPathObject *self, visitproc visit, void *arg) {
+    Py_VISIT(self->series_table);
+    Py_VISIT(self->table);
+    Py_VISIT(self->source);
+    Py_VISIT(self->role);
+    Py_VISIT(self->series);
+    return 0;
+}
+
+static int MetricsHotPath_clear(MetricsHotPathObject *self) {
+    Py_CLEAR(self->series_table);
+    Py_CLEAR(self->table);
+    Py_CLEAR(self->source);
+    Py_CLEAR(self->role);
+    Py_CLEAR(self->series);
+    return 0;
+}
+
+static void MetricsHotPath_dealloc(MetricsHotPathObject *self) {
+    PyObject_GC_UnTrack(self);
+    MetricsHotPath_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
 static PyMethodDef MetricsHotPath_methods[] = {
     {"transaction_ended", (PyCFunction)MetricsHotPath_transaction_ended, METH_O,
      "Count a finished transaction into its (source, role) series."},
     {NULL, NULL, 0, NULL},
 };
 
+static PyMemberDef MetricsHotPath_members[] = {
+    {"series", T_OBJECT_EX, offsetof(MetricsHotPathObject, series_table), 0,
+     "(source, role) -> TransactionSeries"},
+    {NULL, 0, 0, 0, NULL},
+};
+
 static PyTypeObject MetricsHotPathType = {
     PyVarObject_HEAD_INIT(NULL, 0).tp_name = "lwsobs.core._fastcore.MetricsHotPath",
-    .tp_doc = "MetricsSink's per-request method; no fields, so it mixes into any class.",
-    .tp_basicsize = sizeof(PyObject),
-    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
+    .tp_doc = "MetricsSink's per-request method, its series table and the cache of its last "
+              "series lookup.",
+    .tp_basicsize = sizeof(MetricsHotPathObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
     .tp_new = PyType_GenericNew,
+    .tp_dealloc = (destructor)MetricsHotPath_dealloc,
+    .tp_traverse = (traverseproc)MetricsHotPath_traverse,
+    .tp_clear = (inquiry)MetricsHotPath_clear,
     .tp_methods = MetricsHotPath_methods,
+    .tp_members = MetricsHotPath_members,
 };
 
 /* -- configuration --------------------------------------------------------------------------- */
@@ -826,9 +1192,18 @@ PyMODINIT_FUNC PyInit__fastcore(void) {
         return NULL;
     superseded = PyUnicode_InternFromString("superseded");
     series_name = PyUnicode_InternFromString("series");
+    get_name = PyUnicode_InternFromString("get");
     zero = PyLong_FromLong(0);
     one = PyLong_FromLong(1);
-    if (superseded == NULL || series_name == NULL || zero == NULL || one == NULL) return NULL;
+    if (superseded == NULL || series_name == NULL || get_name == NULL || zero == NULL ||
+        one == NULL)
+        return NULL;
+    series_member = PyDict_GetItemWithError(MetricsHotPathType.tp_dict, series_name);
+    if (series_member == NULL) {
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_SystemError, "MetricsHotPath.series");
+        return NULL;
+    }
+    Py_INCREF(series_member);
     PyObject *module = PyModule_Create(&fastcore_module);
     if (module == NULL) return NULL;
     if (PyModule_AddObjectRef(module, "Transaction", (PyObject *)&TxnType) < 0 ||

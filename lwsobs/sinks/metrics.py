@@ -39,7 +39,12 @@ class TransactionSeries:
 
 
 class TransactionCounting:
-    """The per-request update, pure-Python reference of the C `MetricsHotPath` (_fastcore.c)."""
+    """The per-request update, pure-Python reference of the C `MetricsHotPath` (_fastcore.c).
+
+    The C one keeps `series` in a slot of its own and remembers its last lookup (valid while the
+    table, its entries, the source and the role are unchanged), and rewrites the numbers and
+    exemplar tuples nothing else holds in place: none of it may show (test_fastcore.py).
+    """
 
     series: dict[SourceRole, TransactionSeries]
 

@@ -13,12 +13,12 @@ import random
 import sys
 from typing import Any
 
-from lwsobs.core.model import FASTCORE, Transaction, Wsi
+from lwsobs.core.model import FASTCORE, PyTransaction, Transaction, Wsi
 from lwsobs.core.policy import NS
 from lwsobs.core.roles import LeakRule, Role
 from lwsobs.core.sink import BaseSink
 from lwsobs.core.tracker import Tracker
-from lwsobs.sinks.metrics import MetricsSink
+from lwsobs.sinks.metrics import MetricsSink, TransactionSeries
 
 T0 = 1_732_630_000 * NS
 STATUSES = (None, 99, 100, 101, 200, 204, 301, 404, 499, 500, 503, 599, 600, 1000)
@@ -69,8 +69,12 @@ def wsi_digest(wsi: Wsi) -> Any:
 
 
 def metrics_digest(metrics: MetricsSink) -> Any:
-    out = []
-    for (source, role), series in sorted(metrics.series.items()):
+    out: list[Any] = []
+    table: dict[Any, Any] = metrics.series  # change_series may leave None entries
+    for (source, role), series in sorted(table.items()):
+        if series is None:
+            out.append([source, role.value, None])
+            continue
         hists = []
         for hist in (series.duration, series.queue_wait):
             exemplars = [
@@ -81,6 +85,55 @@ def metrics_digest(metrics: MetricsSink) -> Any:
     return out
 
 
+class _CallLog(dict[Any, Any]):
+    """A table that writes down how it is used: both paths must use it the same way."""
+
+    def __init__(self, calls: list[Any], *args: Any) -> None:
+        super().__init__(*args)
+        self.calls = calls
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        self.calls.append(["get", str(key)])
+        return super().get(key, default)
+
+    def __getitem__(self, key: Any) -> Any:
+        self.calls.append(["getitem", str(key)])
+        return super().__getitem__(key)
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self.calls.append(["setitem", str(key), type(value).__name__])
+        super().__setitem__(key, value)
+
+
+def change_series(rng: random.Random, metrics: MetricsSink, calls: list[Any]) -> Any:
+    """Whatever may happen to the (source, role) -> series table between two transactions."""
+    table = metrics.series
+    keys = sorted(table)
+    key = rng.choice(keys) if keys else None
+    change = rng.choice(("clear", "new", "copy", "del", "fresh", "none", "same", "log", "dict"))
+    if change == "clear":
+        table.clear()
+    elif change == "new":
+        metrics.series = {}
+    elif change == "copy":  # the same entries in another table
+        metrics.series = dict(table)
+    elif change == "log":  # a table of another type: every lookup goes through its get
+        metrics.series = _CallLog(calls, table)
+    elif change == "dict":
+        metrics.series = dict(table)
+    elif key is None:
+        return [change, None]
+    elif change == "del":
+        del table[key]
+    elif change == "fresh":
+        table[key] = TransactionSeries()
+    elif change == "none":  # a None entry counts as missing
+        table[key] = None  # type: ignore[assignment]
+    else:  # the entry it already holds
+        table[key] = table[key]
+    return [change, None if key is None else [key[0], key[1].value]]
+
+
 def run(seed: int, operations: int) -> dict[str, Any]:
     rng = random.Random(seed)
     metrics = MetricsSink()
@@ -88,6 +141,9 @@ def run(seed: int, operations: int) -> dict[str, Any]:
     tracker = Tracker([metrics], epoch_ns=T0)
     tracker.add_sink(_Recorder(ended))
     contexts = [tracker.context(f"src{i}", "ctx") for i in range(3)]
+    calls: list[Any] = []
+    # one context counts its active transactions in a table of another type
+    contexts[2].active_transactions = _CallLog(calls)
     wsis: list[Wsi] = []
     log: list[Any] = []
     now = T0
@@ -96,6 +152,13 @@ def run(seed: int, operations: int) -> dict[str, Any]:
         op = rng.random()
         wsi = rng.choice(wsis) if wsis else None
         try:
+            if rng.random() < 0.02:
+                log.append(change_series(rng, metrics, calls))
+            if wsi is not None and rng.random() < 0.01:  # a record of another type
+                record = PyTransaction(wsi, 0, 0, now - rng.choice((0, 7)), now, None, "/", None)
+                record.end_ns = now + rng.choice((0, 5, -3))
+                record.status = rng.choice(STATUSES)
+                metrics.transaction_ended(record)
             if wsi is None or op < 0.08:
                 role = rng.choice((Role.H1_SERVER, Role.H1_CLIENT, Role.H2_STREAM))
                 wsis.append(tracker.open(rng.choice(contexts), role, now))
@@ -139,6 +202,7 @@ def run(seed: int, operations: int) -> dict[str, Any]:
             sorted((r.value, n) for r, n in c.active_transactions.items()) for c in contexts
         ],
         "metrics": metrics_digest(metrics),
+        "calls": calls,
         "serial": tracker._txn_serial,
     }
 
