@@ -14,6 +14,7 @@
  * Handler slots are read by offset (member descriptors resolved by configure()) only when the
  * handler's type is exactly the configured one; any other type goes through getattr. Another
  * engineer's types (Wsi, Transaction, the Tracker) are only reached by attribute and method call.
+ * aiohttp's response.status, a Python property, is read as the attribute it returns (status_of).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -44,6 +45,7 @@ static int logging_flag_absent = 0;       /* aiohttp < 3.12: no _logging_enabled
 static PyObject *n_request_count, *n_logging_enabled, *n_wsi, *n_state;
 static PyObject *n_bind, *n_drop, *n_txn, *n_method, *n_path, *n_headers, *n_get;
 static PyObject *n_traceparent, *n_status, *n_match_info, *n_route, *n_resource, *n_canonical;
+static PyObject *n_status_slot, *n_fget; /* "_status", "fget" */
 static PyObject *invalid_request; /* "invalid_request" */
 
 static PyTypeObject RequestHookType;
@@ -120,8 +122,10 @@ static void attr_cache_fill(attr_cache_t *c, PyTypeObject *type, PyObject *name)
         return;
     if (Py_IS_TYPE(descr, &PyMemberDescr_Type)) {
         PyMemberDef *member = ((PyMemberDescrObject *)descr)->d_member;
-        if (member->type != T_OBJECT_EX || member->offset <= 0 || (member->flags & PY_AUDIT_READ))
+        if ((member->type != T_OBJECT_EX && member->type != T_OBJECT) || member->offset <= 0 ||
+            (member->flags & PY_AUDIT_READ))
             return; /* an audited read must go through PyMember_GetOne */
+        /* (T_OBJECT, the C Transaction's fields: an unset one is left to getattr, as None) */
         c->kind = A_MEMBER;
         c->offset = member->offset;
     } else if (Py_IS_TYPE(descr, &PyGetSetDescr_Type)) {
@@ -155,7 +159,41 @@ static inline PyObject *cached_getattr(PyObject *obj, PyObject *name, attr_cache
     } else {
         attr_cache_fill(c, type, name);
     }
-    return PyObject_GetAttr(obj, name); /* also raises the AttributeError of an unset slot */
+    return PyObject_GetAttr(obj, name); /* an unset slot: its AttributeError, or None */
+}
+
+/* response.status without its Python frame. aiohttp's StreamResponse.status (3.10 .. 3.14) is a
+ * property whose getter is `return self._status`: running it costs a frame per request, the
+ * attribute read it makes does not. configure_status() hands over that property once it was
+ * checked to be just that (aiohttp_server._status_property); after that, a response whose type
+ * finds this very property under "status" (checked once per type and version tag, which CPython
+ * changes whenever the type or a base is modified), with plain attribute lookup, and whose getter
+ * still runs the code it ran then, has its `_status` read instead: the getter's own read, which
+ * raises the same AttributeError when it is missing. Anything else reads `status`. (A property's
+ * getter is fixed once made, short of calling property.__init__ on it again: not looked for.) */
+static PyObject *status_property = NULL; /* StreamResponse.__dict__["status"], or NULL */
+static PyObject *status_getter = NULL;   /* its fget, a function */
+static PyObject *status_code = NULL;     /* that function's __code__ when it was checked */
+static PyTypeObject *status_type = NULL; /* not owned: only compared, like attr_cache_t */
+static unsigned int status_tag = 0;
+
+static PyObject *status_of(PyObject *response) {
+    PyTypeObject *type = Py_TYPE(response);
+    if (status_property != NULL && type->tp_getattro == PyObject_GenericGetAttr) {
+        if (type != status_type || type->tp_version_tag != status_tag ||
+            !PyType_HasFeature(type, Py_TPFLAGS_VALID_VERSION_TAG)) {
+            status_type = NULL;
+            if (_PyType_Lookup(type, n_status) == status_property && /* borrowed; tags it */
+                PyType_HasFeature(type, Py_TPFLAGS_VALID_VERSION_TAG) &&
+                type->tp_version_tag != 0) {
+                status_type = type;
+                status_tag = type->tp_version_tag;
+            }
+        }
+        if (type == status_type && PyFunction_GET_CODE(status_getter) == status_code)
+            return PyObject_GetAttr(response, n_status_slot);
+    }
+    return PyObject_GetAttr(response, n_status);
 }
 
 /* obj.<slot> as a C integer (the handler's _request_count). */
@@ -163,6 +201,13 @@ static int get_count(PyObject *obj, const slot_t *slot, long long *out) {
     PyObject *value = get_slot(obj, slot);
     if (value == NULL)
         return -1;
+#if PY_VERSION_HEX < 0x030C0000 && PYLONG_BITS_IN_DIGIT == 30
+    if (PyLong_CheckExact(value) && (Py_SIZE(value) == 0 || Py_SIZE(value) == 1)) {
+        *out = Py_SIZE(value) ? ((PyLongObject *)value)->ob_digit[0] : 0; /* below 2**30 */
+        Py_DECREF(value);
+        return 0;
+    }
+#endif
     *out = PyLong_AsLongLong(value);
     Py_DECREF(value);
     return (*out == -1 && PyErr_Occurred()) ? -1 : 0;
@@ -654,7 +699,7 @@ static PyObject *hooks_log_access(PyObject *self, PyObject *const *args, Py_ssiz
     if (hook == NULL || !hook_usable(hook) || clock_ns(&now_ll) < 0 ||
         (now = PyLong_FromLongLong(now_ll)) == NULL)
         goto done;
-    if ((status = PyObject_GetAttr(a[1], n_status)) == NULL)
+    if ((status = status_of(a[1])) == NULL)
         goto done;
     if (hook->detail) {
         route = route_of(a[0]);
@@ -786,6 +831,30 @@ static PyObject *fasthooks_configure(PyObject *module, PyObject *args) {
     return methods;
 }
 
+static PyObject *fasthooks_configure_status(PyObject *module, PyObject *prop) {
+    (void)module;
+    PyObject *getter = NULL;
+    if (prop != Py_None) {
+        if (!PyObject_TypeCheck(prop, &PyProperty_Type)) {
+            PyErr_SetString(PyExc_TypeError, "configure_status: a property or None");
+            return NULL;
+        }
+        getter = PyObject_GetAttr(prop, n_fget);
+        if (getter == NULL)
+            return NULL;
+        if (!PyFunction_Check(getter)) {
+            Py_DECREF(getter);
+            PyErr_SetString(PyExc_TypeError, "configure_status: the getter is no function");
+            return NULL;
+        }
+    }
+    replace(&status_property, prop == Py_None ? NULL : prop);
+    replace(&status_code, getter == NULL ? NULL : PyFunction_GET_CODE(getter));
+    Py_XSETREF(status_getter, getter);
+    status_type = NULL;
+    Py_RETURN_NONE;
+}
+
 static PyObject *fasthooks_route_of(PyObject *module, PyObject *request) {
     (void)module;
     return route_of(request);
@@ -808,6 +877,10 @@ static PyMethodDef fasthooks_methods[] = {
      "web_protocol.ERROR, RequestHandler's own methods, and a monotonic_ns replacement for tests "
      "(None: CLOCK_MONOTONIC). Returns data_received and log_access as method descriptors of "
      "handler_type, for the caller to set on it."},
+    {"configure_status", fasthooks_configure_status, METH_O,
+     "configure_status(prop): StreamResponse.status, a property whose getter returns "
+     "self._status, so that log_access reads `_status` itself for responses that use it; None: "
+     "always read `status`."},
     {"route_of", fasthooks_route_of, METH_O,
      "route_of(request) -> str | None: the matched resource's canonical form, as _route_of."},
     {"offsets", fasthooks_offsets, METH_NOARGS,
@@ -839,7 +912,8 @@ PyMODINIT_FUNC PyInit__fasthooks(void) {
         intern(&n_traceparent, "traceparent") < 0 || intern(&n_status, "status") < 0 ||
         intern(&n_match_info, "_match_info") < 0 || intern(&n_route, "route") < 0 ||
         intern(&n_resource, "resource") < 0 || intern(&n_canonical, "canonical") < 0 ||
-        intern(&invalid_request, "invalid_request") < 0)
+        intern(&invalid_request, "invalid_request") < 0 ||
+        intern(&n_status_slot, "_status") < 0 || intern(&n_fget, "fget") < 0)
         return NULL;
     if (PyType_Ready(&RequestHookType) < 0)
         return NULL;

@@ -39,5 +39,9 @@ def configure(
 ) -> dict[str, Any]:
     """Returns {"data_received": ..., "log_access": ...}: method descriptors of handler_type."""
 
+def configure_status(prop: property | None, /) -> None:
+    """StreamResponse.status (a getter returning self._status): log_access then reads
+    `_status` itself for responses that find this property; None: it always reads `status`."""
+
 def route_of(request: Any, /) -> str | None: ...
 def offsets() -> dict[str, int]: ...

@@ -26,6 +26,7 @@ import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
 from time import monotonic_ns
+from types import FunctionType, SimpleNamespace
 from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 from aiohttp import web, web_protocol, web_runner, web_server
@@ -205,10 +206,26 @@ class InstrumentedRequestHandler(RequestHandler):
             self._lwsobs.instrumentation.observer.finalized(wsi)
 
 
+def _status_property() -> property | None:
+    """aiohttp's StreamResponse.status when it is what aiohttp 3.10 .. 3.14 make it, a property
+    that returns `self._status`, else None. The C log_access then reads `_status` itself for the
+    responses that use this property, saving a Python frame per request (_fasthooks.c)."""
+    prop = web.StreamResponse.__dict__.get("status")
+    getter = getattr(prop, "fget", None)
+    if not isinstance(prop, property) or not isinstance(getter, FunctionType):
+        return None
+    probe = SimpleNamespace(_status=object())
+    try:
+        returns_status = getter(probe) is probe._status
+    except Exception:
+        return None
+    return prop if returns_status and getter.__code__.co_names == ("_status",) else None
+
+
 def _fast_handler() -> type[InstrumentedRequestHandler] | None:
     """InstrumentedRequestHandler with its per-request hooks in C; None if not built."""
     try:
-        from lwsobs.sources._fasthooks import RequestHook, configure
+        from lwsobs.sources._fasthooks import RequestHook, configure, configure_status
     except ImportError:
         return None
 
@@ -232,6 +249,7 @@ def _fast_handler() -> type[InstrumentedRequestHandler] | None:
     except TypeError:  # an aiohttp without the slots the hooks read
         log.warning("C hooks unusable with aiohttp's RequestHandler, using the pure path")
         return None
+    configure_status(_status_property())
     # Method descriptors of FastRequestHandler itself: CPython only specialises their calls
     # for instances of exactly that type (a C mixin's methods would always take the slow call).
     for name, method in methods.items():

@@ -712,3 +712,147 @@ async def test_errors_are_the_pure_paths_errors() -> None:
     assert pure == ["TypeError", "ok", "ok", "AttributeError", "ok"]
     assert await errors_of(fast_handler()) == pure
     assert await errors_of(handler_classes()["fast-subclass"]) == pure
+
+
+# -- response.status without its Python frame ---------------------------------------------------
+# The C log_access reads `_status` itself for a response whose class finds aiohttp's own
+# StreamResponse.status property (a getter returning self._status); anything else is read as
+# `status`. Every case below must give the pure path's status, or its error.
+
+
+class Overridden(web.Response):
+    @property
+    def status(self) -> int:
+        return 299
+
+
+class OwnLookup(web.Response):
+    def __getattribute__(self, name: str) -> Any:
+        return 297 if name == "status" else super().__getattribute__(name)
+
+
+async def dropped_statuses(
+    handler_class: type[Any], responses: list[Callable[[], Any]]
+) -> list[Any]:
+    """The status each response's log_access drops its transaction with, or the error."""
+    out: list[Any] = []
+    async with bare(handler_class) as b:
+        for response in responses:
+            b.feed(PLAIN)
+            request = b.take()
+            try:
+                b.handler.log_access(request, response(), 0.0)
+            except AttributeError as exc:
+                out.append(f"AttributeError: {exc}")
+                b.recorder.tracker.drop(b.handler._lwsobs_wsi, now_ns())
+                continue
+            out.append(b.recorder.calls[-1][3])  # ("drop", "wsi", now, status, route, error)
+    return out
+
+
+@pytest.mark.parametrize("name", ["pure", "fast", "fast-subclass"])
+async def test_status_is_what_the_response_class_says(name: str) -> None:
+    class Later(web.Response):
+        pass
+
+    def redefine() -> Any:
+        Later.status = property(lambda self: 298)  # type: ignore[assignment,method-assign]
+        return Later(status=202)
+
+    statuses = await dropped_statuses(
+        handler_classes()[name],
+        [
+            lambda: web.Response(status=404),
+            lambda: web.StreamResponse(status=503),
+            Overridden,
+            lambda: Later(status=201),
+            redefine,  # a class changed after its responses were read
+            lambda: Later(status=202),
+            OwnLookup,
+            lambda: SimpleNamespace(status=203),  # not a response at all
+            lambda: web.Response.__new__(web.Response),  # never initialised: no _status
+            lambda: web.Response(status=200),
+        ],
+    )
+    assert statuses == [
+        404,
+        503,
+        299,
+        201,
+        298,
+        298,
+        297,
+        203,
+        "AttributeError: 'Response' object has no attribute '_status'",
+        200,
+    ]
+
+
+def status_getter_calls(handler: Any, response: Any) -> int:
+    """How many times aiohttp's status getter runs while log_access ends a transaction."""
+    code = web.StreamResponse.__dict__["status"].fget.__code__
+    frames: list[Any] = []
+    sys.setprofile(
+        lambda frame, event, arg: frames.append(frame.f_code) if event == "call" else None
+    )
+    try:
+        handler.log_access(None, response, 0.0)
+    finally:
+        sys.setprofile(None)
+    return frames.count(code)
+
+
+@pytest.mark.usefixtures("clock")
+async def test_the_c_path_reads_status_without_running_its_getter() -> None:
+    assert aiohttp_server._status_property() is web.StreamResponse.__dict__["status"]
+    for name, runs in (("pure", 1), ("fast", 0), ("fast-subclass", 0)):
+        async with bare(handler_classes()[name]) as b:
+            b.feed(PLAIN)
+            b.take()
+            assert status_getter_calls(b.handler, web.Response(status=201)) == runs, name
+            assert b.recorder.calls[-1][3] == 201
+    hooks().configure_status(None)  # switched off: the getter runs
+    try:
+        async with bare(fast_handler()) as b:
+            b.feed(PLAIN)
+            b.take()
+            assert status_getter_calls(b.handler, web.Response(status=201)) == 1
+    finally:
+        hooks().configure_status(aiohttp_server._status_property())
+
+
+async def test_a_status_getter_changed_after_configure_runs_again() -> None:
+    def getter(self: Any) -> Any:
+        return self._status
+
+    class Own:
+        status = property(getter)
+
+        def __init__(self, status: int) -> None:
+            self._status = status
+
+    hooks().configure_status(Own.status)
+    try:
+        async with bare(fast_handler()) as b:
+            for expected in (204, 296):
+                b.feed(PLAIN)
+                b.take()
+                b.handler.log_access(None, Own(204), 0.0)
+                assert b.recorder.calls[-1][3] == expected
+                getter.__code__ = (lambda self: 296).__code__
+    finally:
+        hooks().configure_status(aiohttp_server._status_property())
+
+
+def test_configure_status_takes_a_property_of_a_function_or_none(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    with pytest.raises(TypeError):
+        hooks().configure_status(5)
+    with pytest.raises(TypeError):
+        hooks().configure_status(property(len))
+    # aiohttp's own property is used only while it is the plain getter of `_status`
+    monkeypatch.setattr(web.StreamResponse, "status", property(lambda self: self._status + 1))
+    assert aiohttp_server._status_property() is None
+    monkeypatch.setattr(web.StreamResponse, "status", property(lambda self: self._status))
+    assert aiohttp_server._status_property() is web.StreamResponse.__dict__["status"]
