@@ -67,6 +67,15 @@ async def run_app(
             await runner.cleanup()
 
 
+async def ws_echo(request: web.Request) -> web.WebSocketResponse:
+    """A websocket route that sends every text message back (the test apps' /ws)."""
+    resp = web.WebSocketResponse()
+    await resp.prepare(request)
+    async for msg in resp:
+        await resp.send_str(msg.data)
+    return resp
+
+
 def hello_app(observer: Observer, **kwargs: object) -> web.Application:
     """A small app with a text route, a slow route and a websocket echo, instrumented."""
     app = web.Application()
@@ -78,16 +87,9 @@ def hello_app(observer: Observer, **kwargs: object) -> web.Application:
         await asyncio.sleep(float(request.query.get("s", "0.05")))
         return web.Response(text="slow")
 
-    async def ws(request: web.Request) -> web.WebSocketResponse:
-        resp = web.WebSocketResponse()
-        await resp.prepare(request)
-        async for msg in resp:
-            await resp.send_str(msg.data)
-        return resp
-
     app.router.add_get("/hello", hello)
     app.router.add_get("/slow", slow)
-    app.router.add_get("/ws", ws)
+    app.router.add_get("/ws", ws_echo)
     app.router.add_get("/items/{id}", hello)
     instrument(app, observer, **kwargs)  # type: ignore[arg-type]
     return app

@@ -27,7 +27,7 @@ from lwsobs import (
 from lwsobs.config import Config
 from lwsobs.observer import Observer
 from lwsobs.sources.aiohttp_client import connector_state
-from tests.conftest import eventually, free_port, hello_app, run_app
+from tests.conftest import eventually, free_port, hello_app, run_app, ws_echo
 
 SOURCE = "aiohttp-client"
 BIG = 1 << 20  # far past aiohttp's read buffer: the client stops reading, the body stays unread
@@ -64,17 +64,10 @@ def plain_app() -> web.Application:
     async def big(request: web.Request) -> web.Response:
         return web.Response(body=b"x" * BIG)
 
-    async def ws(request: web.Request) -> web.WebSocketResponse:
-        resp = web.WebSocketResponse()
-        await resp.prepare(request)
-        async for msg in resp:
-            await resp.send_str(msg.data)
-        return resp
-
     app.router.add_get("/hello", hello)
     app.router.add_get("/slow", slow)
     app.router.add_get("/big", big)
-    app.router.add_get("/ws", ws)
+    app.router.add_get("/ws", ws_echo)
     return app
 
 

@@ -22,7 +22,7 @@ from lwsobs.core.model import Wsi
 from lwsobs.instrument import instrument
 from lwsobs.observer import Observer
 from lwsobs.sources import aiohttp_server
-from tests.conftest import eventually, run_app
+from tests.conftest import eventually, run_app, ws_echo
 from tests.fasthooks_support import Clock, fast_handler, handler_classes, hooks
 
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
@@ -70,17 +70,10 @@ def app_for(observer: Observer) -> tuple[web.Application, Recorder]:
     async def echo(request: web.Request) -> web.Response:
         return web.Response(body=await request.read())
 
-    async def ws(request: web.Request) -> web.WebSocketResponse:
-        resp = web.WebSocketResponse()
-        await resp.prepare(request)
-        async for msg in resp:
-            await resp.send_str(msg.data)
-        return resp
-
     app.router.add_get("/hello", hello)
     app.router.add_get("/items/{id}", hello)
     app.router.add_post("/echo", echo)
-    app.router.add_get("/ws", ws)
+    app.router.add_get("/ws", ws_echo)
     instrumentation = instrument(app, observer, metrics_path=None)
     recorder = Recorder(instrumentation.tracker)
     instrumentation.tracker = recorder  # type: ignore[assignment]
