@@ -139,16 +139,16 @@ def decoded(body: bytes) -> dict[str, Any]:
 
 # -- every role ---------------------------------------------------------------------------------
 
-H2 = wsi(Role.H2_SERVER, peer="10.0.0.1:443", local="10.0.0.2:8443")
+H2 = wsi(Role.H2_SERVER, peer="192.0.2.1:443", local="192.0.2.2:8443")
 ROLE_WSIS = {
     Role.LISTEN: wsi(Role.LISTEN, local=("0.0.0.0", 8080)),
     Role.H1_SERVER: wsi(Role.H1_SERVER, peer=("127.0.0.1", 40000), local=("127.0.0.1", 8080)),
     Role.WS_SERVER: wsi(Role.WS_SERVER, peer="[::1]:5000", local="[::1]:80"),
     Role.H2_SERVER: H2,
     Role.H2_STREAM: wsi(Role.H2_STREAM, parent=H2),
-    Role.H1_CLIENT: wsi(Role.H1_CLIENT, peer=("93.184.216.34", 443), local=("10.1.1.1", 51000)),
+    Role.H1_CLIENT: wsi(Role.H1_CLIENT, peer=("93.184.216.34", 443), local=("198.51.100.1", 51000)),
     Role.H2_CLIENT: wsi(Role.H2_CLIENT, peer="example.org:443"),
-    Role.WS_CLIENT: wsi(Role.WS_CLIENT, peer="example.org", local="10.1.1.1:51001"),
+    Role.WS_CLIENT: wsi(Role.WS_CLIENT, peer="example.org", local="198.51.100.1:51001"),
     Role.RAW: wsi(Role.RAW, peer="unix:/run/app.sock"),
     Role.INTERNAL: wsi(Role.INTERNAL),
 }
@@ -264,9 +264,9 @@ def test_odd_addresses_take_the_general_path_and_give_what_it_gives(address: Any
 
 
 def test_the_address_attributes_are_the_ones_expected() -> None:
-    attrs = decoded(check([fact(wsi(peer="[fe80::1]:443", local="10.0.0.1"))]))
+    attrs = decoded(check([fact(wsi(peer="[fe80::1]:443", local="192.0.2.1"))]))
     assert attrs["network.peer.address"] == "fe80::1" and attrs["network.peer.port"] == 443
-    assert attrs["server.address"] == "10.0.0.1" and "server.port" not in attrs
+    assert attrs["server.address"] == "192.0.2.1" and "server.port" not in attrs
 
 
 # -- leaks, end reasons, events -----------------------------------------------------------------

@@ -108,7 +108,7 @@ class World:
         self.tracker = Tracker()
         ctx = self.tracker.context("aiohttp", "server-1")
         other = self.tracker.context("lws-ünï", "ctx")
-        h2 = self.tracker.open(other, Role.H2_SERVER, T0, peer="10.0.0.1:443")
+        h2 = self.tracker.open(other, Role.H2_SERVER, T0, peer="192.0.2.1:443")
         self.wsis: list[Wsi] = [
             self.tracker.open(ctx, Role.H1_SERVER, T0, peer=("127.0.0.1", 40000)),
             self.tracker.open(ctx, Role.H1_SERVER, T0 + 1, peer=("127.0.0.1", 40001)),

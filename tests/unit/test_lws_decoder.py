@@ -400,7 +400,7 @@ def test_a_lone_85_pointer_taken_by_an_accepted_connection_is_a_server_wsi() -> 
         ("127.0.0.1", "127.0.0.1"),
         ("[::ffff:127.0.0.1]:50000", "127.0.0.1:50000"),
         ("::ffff:127.0.0.1", "127.0.0.1"),
-        ("::FFFF:10.1.2.3", "10.1.2.3"),
+        ("::FFFF:192.0.2.3", "192.0.2.3"),
         ("[::1]:443", "[::1]:443"),
         ("::1", "::1"),
         ("[fe80::1:2]:80", "[fe80::1:2]:80"),
@@ -430,7 +430,7 @@ def test_dual_stack_peers_of_17_and_19_join_and_give_span_attributes() -> None:
 def test_a_19_peer_that_disagrees_with_its_17_is_counted() -> None:
     s = Script()
     accept(s, "a1", fd=9, peer="127.0.0.1:50000")
-    s(19, "a1", fd=9, peer="10.0.0.9")
+    s(19, "a1", fd=9, peer="192.0.2.9")
     assert s.decoder.stats["peer_mismatch"] == 1
 
 
