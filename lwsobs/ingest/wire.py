@@ -364,34 +364,23 @@ def _judge(obj: dict[str, Any]) -> Event | Rejection:
 
 def parse_datagram(data: bytes) -> tuple[list[Event], list[Rejection]]:
     """Split a datagram or body on newlines and judge each non-empty line; both lists keep order."""
+    items: list[Event | bytes]
     if _fast_parse is not None and _fast_lines is not None and type(data) is bytes:
-        items, doubtful = _fast_lines(data)
+        parsed, doubtful = _fast_lines(data)  # the C parser's Events, its doubts left as bytes
         if not doubtful:
-            return items, []  # every line an Event: the common case, no loop in Python
-        return _judge_doubtful(items)
-    events: list[Event] = []
-    rejections: list[Rejection] = []
-    fast = _fast_parse
-    for line in data.split(b"\n"):
-        if not line:
-            continue
-        # parse_line, inlined: this is the hot loop
-        result: Event | Rejection | None = fast(line) if fast is not None else None
-        if result is None:
-            result = parse_line_pure(line)
-        if isinstance(result, Event):
-            events.append(result)
-        else:
-            rejections.append(result)
-    return events, rejections
+            return parsed, []  # every line an Event: the common case, no loop in Python
+        items = parsed
+    else:  # pure (or not bytes, which the C parser declines line by line anyway)
+        items = [line for line in data.split(b"\n") if line]
+    return _judge_lines(items)
 
 
-def _judge_doubtful(items: list[Event | bytes]) -> tuple[list[Event], list[Rejection]]:
-    """The C split's result with each line it was unsure about judged by the pure path."""
+def _judge_lines(items: list[Event | bytes]) -> tuple[list[Event], list[Rejection]]:
+    """Each line not parsed yet judged by the pure path, in order, with the Events given."""
     events: list[Event] = []
     rejections: list[Rejection] = []
     for item in items:
-        result = parse_line_pure(item) if isinstance(item, bytes) else item
+        result = item if isinstance(item, Event) else parse_line_pure(item)
         if isinstance(result, Event):
             events.append(result)
         else:
