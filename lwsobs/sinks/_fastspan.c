@@ -563,6 +563,13 @@ static inline char *put_bytes(char *p, PyObject *bytes) {
     return p + len;
 }
 
+/* Span.flags (fixed32): W3C sampled 0x01 plus OTLP's "has is_remote" 0x100, not remote; the
+ * last field of every span these encoders write (6 bytes). */
+static inline char *put_local_span_flags(char *p) {
+    memcpy(p, "\x85\x01\x01\x01\x00\x00", 6);
+    return p + 6;
+}
+
 static inline uint64_t mix64(uint64_t x) {
     x = (x ^ (x >> 30)) * UINT64_C(0xBF58476D1CE4E5B9);
     x = (x ^ (x >> 27)) * UINT64_C(0x94D049BB133111EB);
@@ -1073,9 +1080,7 @@ static int write_transaction(EncoderObject *self, spans_t *out, PyObject *txn, P
         p += raw_len;
     }
     p = put_bytes(p, status_field);
-    /* Span.flags (fixed32): W3C sampled 0x01 plus OTLP's "has is_remote" 0x100, not remote */
-    memcpy(p, "\x85\x01\x01\x01\x00\x00", 6);
-    p += 6;
+    p = put_local_span_flags(p);
     out->len = p - out->buf;
     result = OK;
     goto done;
@@ -1376,8 +1381,7 @@ static int write_connection(EncoderObject *self, spans_t *out, PyObject *fact, P
     if (attrs != Py_None)
         p = put_wsi_attrs(p, attrs);
     p = put_bytes(p, s[S_STATUS]);
-    memcpy(p, "\x85\x01\x01\x01\x00\x00", 6); /* Span.flags, as for a transaction */
-    p += 6;
+    p = put_local_span_flags(p);
     out->len = p - out->buf;
     result = OK;
     goto done;
