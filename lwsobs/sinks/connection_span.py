@@ -78,11 +78,7 @@ def make_shape(key: tuple[Any, ...]) -> Shape:
     head = enc._ld(enc._SPAN_NAME, f"wsi {role.value}".encode("utf-8", "replace"))
     head += enc._SPAN_KIND + enc.varint(span_kind(role))
     ident = {"lws.role": role.value, "lws.source": source, "lws.context": name}
-    status = b""
-    code, message = leak_status(leak)
-    if code:  # encode_span writes a message only with a code
-        text = enc._ld(enc._STATUS_MESSAGE, message.encode("utf-8", "replace")) if message else b""
-        status = enc._ld(enc._SPAN_STATUS, text + enc._STATUS_CODE + enc.varint(code))
+    status = enc.status_field(*leak_status(leak))
     local = _LOCAL_KEYS if local_prefix(role) == "network.local" else _SERVER_KEYS
     return (
         head,

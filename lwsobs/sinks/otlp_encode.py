@@ -107,6 +107,16 @@ def key_values(attrs: Mapping[str, Any], tag: bytes) -> bytes:
     return b"".join(parts)
 
 
+def status_field(code: int, message: str) -> bytes:
+    """The Span.status field; b"" for an unset status (the message is written only with a code)."""
+    if not code:
+        return b""
+    status = _STATUS_CODE + varint(code)
+    if message:
+        status = _ld(_STATUS_MESSAGE, message.encode("utf-8", "replace")) + status
+    return _ld(_SPAN_STATUS, status)
+
+
 def encode_span(span: SpanData) -> bytes:
     parts = [
         _SPAN_TRACE_ID,
@@ -142,10 +152,7 @@ def encode_span(span: SpanData) -> bytes:
             link += key_values(attrs, _LINK_ATTR)
         parts.append(_ld(_SPAN_LINK, link))
     if span.status_code:
-        status = _STATUS_CODE + varint(span.status_code)
-        if span.status_message:
-            status = _ld(_STATUS_MESSAGE, span.status_message.encode("utf-8", "replace")) + status
-        parts.append(_ld(_SPAN_STATUS, status))
+        parts.append(status_field(span.status_code, span.status_message))
     parts.append(_SPAN_FLAGS_LOCAL)
     return b"".join(parts)
 
