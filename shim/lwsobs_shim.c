@@ -1,27 +1,39 @@
 /*
  * lwsobs_shim.c - forward libwebsockets protocol callbacks as wire-v1 NDJSON datagrams.
  *
- * See lwsobs.h for the API and shim/README.md for the design.  In short:
+ * See lwsobs.h for the API and shim/README.md for the design and the version matrix.  In short:
  *
+ *  - one build serves every libwebsockets from 4.1 to 5.0: the shim links no libwebsockets and
+ *    resolves every lws function at run time in the library the app uses; it checks that
+ *    library's version first and turns itself into a pass-through (one warning, a HELLO that
+ *    says why) on a version it does not know;
+ *  - it relies only on layouts that are the same in every supported version: the first two
+ *    fields of struct lws_context_creation_info (iface, protocols), struct
+ *    lws_protocols, the first fields of struct lws_client_connect_info and
+ *    struct lws_filter_network_conn_args; the creation info is copied through the kernel
+ *    (a pipe) at a generous size, so no compile-time sizeof is ever trusted;
  *  - every protocol callback is replaced by a trampoline (a fixed table of MAX_SLOTS static
  *    functions; slot = original callback + protocol name) that formats one line, appends it to
- *    a process-wide batch and tail-calls the original callback;
+ *    a process-wide batch and calls the original callback; lws's own default protocol (a vhost
+ *    without protocols: lws file servers) and every protocol that delegates to lws's
+ *    lws_callback_http_dummy() are seen by interposing that function;
  *  - nothing in the callback path allocates or waits: the line is formatted into a stack
- *    buffer with hand-written formatters, appended under a mutex held for a memcpy, and sent
- *    with send(MSG_DONTWAIT) on a non-blocking datagram socket;
- *  - a batch leaves as one datagram when the next line would push it past BATCH_LIMIT, 20 ms
- *    after its first line (an lws_sul timer on the context, plus a piggyback check on every
- *    line), at PROTOCOL_DESTROY, around lws_context_destroy() and at exit;
- *  - the same per-context lws_sul timer sends a HEARTBEAT when nothing was sent for 2 s.
- *
- * Written for libwebsockets 4.1.6 (Debian bookworm) and compatible with later 4.x.
+ *    buffer with hand-written formatters and appended under a mutex held for a memcpy (and, for
+ *    a full batch, one send(MSG_DONTWAIT) on a non-blocking datagram socket);
+ *  - a thread of ours (all signals blocked) sends a batch 20 ms after its first line and a
+ *    HEARTBEAT after 2 s without a send: the shim never arms an lws timer, so the app's event
+ *    loop runs exactly as it would without it;
+ *  - a fatal signal (SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT) whose disposition was the default
+ *    sends what is batched and a FATAL line, then dies by the same signal.
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <dlfcn.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -32,6 +44,7 @@
 #include <time.h>
 #include <unistd.h>
 
+/* for the types only: no lws function is called directly (see struct lws_api below) */
 #include <libwebsockets.h>
 
 #include "lwsobs.h"
@@ -48,20 +61,86 @@
 #define BATCH_LIMIT 8192     /* a datagram carries at most ~8 KiB of lines ... */
 #define BATCH_CAP (BATCH_LIMIT + LINE_MAX_BYTES + 64) /* ... or one line longer than that */
 #define MAX_SLOTS 256	     /* distinct (callback, protocol name) pairs that can be wrapped */
-#define MAX_CTX 16	     /* contexts with a flush/heartbeat timer */
+#define MAX_CTX 16	     /* contexts whose teardown is followed */
 #define SRC_MAX 64
+#define PROG_MAX 32	     /* the service's `source` label keeps 32 characters of the name */
+#define INFO_COPY_MAX 4096   /* creation info copied: lws 5.0's is ~900 bytes */
+#define MAX_TOKENS 256	     /* lws header tokens scanned by name at start */
 
 #define NS_PER_MS 1000000LL
 #define FLUSH_AFTER_NS (20 * NS_PER_MS)
-#define HEARTBEAT_NS (2000 * NS_PER_MS)
-#define HEARTBEAT_SLACK_NS (20 * NS_PER_MS)
-#define MIN_TIMER_NS (50 * NS_PER_MS)
+#define HEARTBEAT_MS 2000
+#define HEARTBEAT_NS (HEARTBEAT_MS * NS_PER_MS)
 #define RECONNECT_NS (1000 * NS_PER_MS)
 
-enum { ST_UNINIT = 0, ST_OFF = 1, ST_ACTIVE = 2, ST_DONE = 3 };
+#define SHIM_VERSION "2"
+
+/* supported libwebsockets versions, major * 100 + minor */
+#define LWS_MIN_SUPPORTED 401
+#define LWS_MAX_SUPPORTED 500
+
+enum { ST_UNINIT = 0, ST_OFF = 1, ST_ACTIVE = 2, ST_DONE = 3, ST_PASS = 4 };
 
 enum { PSEUDO_HELLO = -1, PSEUDO_HEARTBEAT = -2, PSEUDO_CTX_DESTROY_BEGIN = -3,
-       PSEUDO_CTX_DESTROYED = -4, PSEUDO_BYE = -5 };
+       PSEUDO_CTX_DESTROYED = -4, PSEUDO_BYE = -5, PSEUDO_LISTEN = -6,
+       PSEUDO_HTTP_STATUS = -7, PSEUDO_FATAL = -8 };
+
+/*
+ * The layout prefix of struct lws_context_creation_info that every version from 4.1 to 5.0
+ * shares (the rest moves with the version and the build options).
+ */
+struct info_prefix {
+	const char *iface;
+	const struct lws_protocols *protocols;
+};
+_Static_assert(offsetof(struct info_prefix, protocols) ==
+		       offsetof(struct lws_context_creation_info, protocols),
+	       "creation info prefix");
+
+/* -- the lws functions, resolved at run time in the app's libwebsockets -------------------------- */
+
+typedef struct lws_context *(*create_context_fn)(const struct lws_context_creation_info *);
+typedef struct lws_vhost *(*create_vhost_fn)(struct lws_context *,
+					     const struct lws_context_creation_info *);
+typedef void (*context_destroy_fn)(struct lws_context *);
+typedef int (*cowap_fn)(const struct lws_context *, const struct lws_protocols *);
+typedef int (*status_fn)(struct lws *, unsigned int, unsigned char **, unsigned char *);
+typedef struct lws *(*connect_fn)(const struct lws_client_connect_info *);
+
+#define LWS_FUNCS(X)                                                                         \
+	X(1, const char *, lws_get_library_version, (void))                                  \
+	X(1, struct lws_context *, lws_get_context, (const struct lws *))                    \
+	X(1, struct lws_vhost *, lws_get_vhost, (struct lws *))                              \
+	X(1, struct lws *, lws_get_network_wsi, (struct lws *))                              \
+	X(1, struct lws *, lws_get_parent, (const struct lws *))                             \
+	X(1, lws_sockfd_type, lws_get_socket_fd, (struct lws *))                             \
+	X(1, const char *, lws_get_vhost_name, (struct lws_vhost *))                         \
+	X(1, int, lws_get_vhost_listen_port, (struct lws_vhost *))                           \
+	X(1, int, lws_is_ssl, (struct lws *))                                                \
+	X(1, const struct lws_protocols *, lws_get_protocol, (struct lws *))                 \
+	X(1, int, lws_hdr_total_length, (struct lws *, enum lws_token_indexes))              \
+	X(1, int, lws_hdr_copy, (struct lws *, char *, int, enum lws_token_indexes))         \
+	X(1, const unsigned char *, lws_token_to_string, (enum lws_token_indexes))           \
+	X(1, const char *, lws_get_peer_simple, (struct lws *, char *, size_t))              \
+	X(1, unsigned int, lws_http_client_http_response, (struct lws *))                    \
+	X(1, struct lws_context *, lws_create_context, (const struct lws_context_creation_info *)) \
+	X(1, struct lws_vhost *, lws_create_vhost,                                           \
+	  (struct lws_context *, const struct lws_context_creation_info *))                  \
+	X(1, void, lws_context_destroy, (struct lws_context *))                              \
+	X(1, int, lws_callback_on_writable_all_protocol,                                     \
+	  (const struct lws_context *, const struct lws_protocols *))                        \
+	X(1, int, lws_callback_http_dummy,                                                   \
+	  (struct lws *, enum lws_callback_reasons, void *, void *, size_t))                 \
+	X(1, int, lws_add_http_header_status,                                                \
+	  (struct lws *, unsigned int, unsigned char **, unsigned char *))                   \
+	X(1, struct lws *, lws_client_connect_via_info, (const struct lws_client_connect_info *)) \
+	X(0, struct lws_vhost *, lws_get_vhost_by_name, (struct lws_context *, const char *)) \
+	X(0, const char *, lws_wsi_tag, (struct lws *))
+
+#define API_FIELD(req_, ret_, name_, args_) ret_(*name_) args_;
+static struct lws_api {
+	LWS_FUNCS(API_FIELD)
+} L;
 
 /* -- state --------------------------------------------------------------------------------- */
 
@@ -75,9 +154,7 @@ struct slot {
 
 struct ctxent {
 	struct lws_context *ctx;
-	lws_sorted_usec_list_t sul;
-	int64_t due;		/* CLOCK_MONOTONIC ns the timer is set for, when armed */
-	unsigned char used, armed, destroying, saw_pd, seen_cb;
+	unsigned char used, destroying, saw_pd, seen_cb;
 };
 
 struct wrapped {
@@ -87,8 +164,14 @@ struct wrapped {
 	struct lws_protocols *wrap; /* the copy handed to lws (n entries + terminator) */
 };
 
+/* the header tokens lws numbers differently per version and build: found by name at start */
+struct tokens {
+	int get, post, head, put, patch, del, options, connect, method;
+};
+
 static struct {
 	pthread_mutex_t lock; /* batch, counters, socket, ctx table */
+	pthread_cond_t wake;  /* the sender thread's: a batch started, or we are exiting */
 	int state;
 	int fd;
 	int is_unix;
@@ -98,10 +181,13 @@ static struct {
 	int64_t last_connect_try;
 	char endpoint[160];
 	char src[SRC_MAX + 1];
-	int src_explicit;
 	char host[256];
+	char lws_version[64];
+	char unobserved[160]; /* why the shim passes through, for HELLO */
 	int debug;
 	int hello_sent;
+	int thread_running;
+	int thread_tried; /* one attempt per process: a failed start is not retried per line */
 	uint64_t seq, drop, sent_lines, sent_dgrams, failed_dgrams;
 	char batch[BATCH_CAP];
 	size_t batch_len;
@@ -109,6 +195,7 @@ static struct {
 	int64_t batch_first;
 	int64_t last_send;
 	struct ctxent ctxs[MAX_CTX];
+	struct tokens tok;
 } g = { .lock = PTHREAD_MUTEX_INITIALIZER, .fd = -1 };
 
 static pthread_once_t g_once = PTHREAD_ONCE_INIT;
@@ -118,8 +205,21 @@ static unsigned g_nslots; /* published with release; entries below it never chan
 static unsigned g_unwrapped; /* protocols left unwrapped because the slot table was full */
 static struct wrapped *g_wrapped;
 
-static __thread int t_in_create;  /* inside lws_create_context/vhost: do not arm timers */
+/* the callback this thread is inside, so lws_callback_http_dummy() reports a call only once */
+struct frame {
+	const struct lws *wsi;
+	int reason;
+};
+static __thread struct frame t_frame = { NULL, -1 };
 static __thread int t_destroy_depth;
+static __thread int t_vhosts_created; /* LISTEN lines sent inside lws_create_context() */
+
+/* the request of the lws_client_connect_via_info() call this thread is inside */
+static __thread struct {
+	int set;
+	const char *method, *path, *address;
+	int port;
+} t_client;
 
 /* -- clocks -------------------------------------------------------------------------------- */
 
@@ -358,38 +458,44 @@ static size_t sanitize(char *d, const char *s, size_t max)
 	return n;
 }
 
+/*
+ * `<name>@<host>:<pid>`: one process instance, whatever LWSOBS_SOURCE says.  LWSOBS_SOURCE
+ * names the program (the service's `source` label, the part before '@'); when it already has
+ * an '@' only `:<pid>` is added.  Two processes started with the same LWSOBS_SOURCE therefore
+ * never share a `src` (their sequence numbers would corrupt each other), and a restart is a new
+ * instance of the same program.  The pid always survives; the host is cut first.
+ */
 static void build_src(void)
 {
 	const char *env = getenv("LWSOBS_SOURCE");
-	char prog[25], host[SRC_MAX + 1], pid[24], base[SRC_MAX + 1];
+	char name[SRC_MAX + 1], host[SRC_MAX + 1], pid[24];
 	struct wbuf pb = { pid, 0, sizeof(pid) - 1, 0 };
 	struct wbuf sb = { g.src, 0, SRC_MAX, 0 };
-	size_t lp, lh, lpid;
+	size_t ln, lh = 0, room;
+	int has_at;
 
 	W_LIT(&pb, ":");
 	w_u64(&pb, (uint64_t)getpid());
-	lpid = pb.len;
 
-	if (env && *env && !g.src_explicit && sanitize(g.src, env, SRC_MAX)) {
-		g.src_explicit = 1;
-		return;
-	}
-	if (g.src_explicit) {
-		/* a forked child: keep the name, make the instance unique with its pid */
-		lp = sanitize(base, env, SRC_MAX - lpid);
-		w_raw(&sb, base, lp);
+	if (env && *env) {
+		has_at = strchr(env, '@') != NULL;
+		ln = sanitize(name, env, has_at ? SRC_MAX - pb.len : PROG_MAX);
 	} else {
-		lp = sanitize(prog, program_invocation_short_name, sizeof(prog) - 1);
-		if (!lp)
-			lp = sanitize(prog, "lws", sizeof(prog) - 1);
-		lh = sanitize(host, g.host, SRC_MAX - lp - 1 - lpid);
+		has_at = 0;
+		ln = sanitize(name, program_invocation_short_name, PROG_MAX);
+	}
+	if (!ln)
+		ln = sanitize(name, "lws", PROG_MAX);
+	w_raw(&sb, name, ln);
+	if (!has_at) {
+		room = SRC_MAX - ln - 1 - pb.len;
+		lh = sanitize(host, g.host, room);
 		if (!lh)
-			lh = sanitize(host, "localhost", SRC_MAX - lp - 1 - lpid);
-		w_raw(&sb, prog, lp);
+			lh = sanitize(host, "localhost", room);
 		W_LIT(&sb, "@");
 		w_raw(&sb, host, lh);
 	}
-	w_raw(&sb, pid, lpid);
+	w_raw(&sb, pid, pb.len);
 	g.src[sb.len] = '\0';
 }
 
@@ -522,7 +628,8 @@ static void append_hello_locked(void);
 
 /*
  * Append one line: the common prefix (v, src, seq, t, mono, drop) and `tail`, which starts
- * with `,"r":` and ends with "}\n".
+ * with `,"r":` and ends with "}\n".  A line that starts a batch wakes the sender thread, which
+ * sends the batch 20 ms later; a batch that would pass BATCH_LIMIT leaves at once.
  */
 static void append_locked(const char *tail, size_t tail_len, int64_t now)
 {
@@ -552,44 +659,85 @@ static void append_locked(const char *tail, size_t tail_len, int64_t now)
 	}
 	if (g.batch_len && g.batch_len + line_len > BATCH_LIMIT)
 		flush_locked(now);
-	if (!g.batch_len)
+	if (!g.batch_len) {
 		g.batch_first = now;
+		if (g.thread_running)
+			pthread_cond_signal(&g.wake); /* the sender sleeps until a heartbeat is due */
+	}
 	memcpy(g.batch + g.batch_len, pre, b.len);
 	memcpy(g.batch + g.batch_len + b.len, tail, tail_len);
 	g.batch_len += line_len;
 	g.batch_lines++;
-	if (g.batch_len >= BATCH_LIMIT || now - g.batch_first >= FLUSH_AFTER_NS)
-		flush_locked(now); /* piggyback: the first line after 20 ms sends the batch */
+	if (g.batch_len >= BATCH_LIMIT)
+		flush_locked(now);
 }
 
-static size_t pseudo_tail(char *buf, size_t cap, int r, struct lws_context *ctx)
+struct pseudo_args {
+	struct lws_context *ctx;
+	const struct lws *wsi;
+	const char *vh;
+	int port;   /* LISTEN */
+	int status; /* HTTP_STATUS */
+	int sig;    /* FATAL */
+};
+
+static size_t pseudo_tail(char *buf, size_t cap, int r, const struct pseudo_args *a)
 {
 	struct wbuf b = { buf, 0, cap, 0 };
 
 	W_LIT(&b, ",\"r\":");
 	w_i64(&b, r);
-	if (ctx) {
+	if (a && a->ctx) {
 		w_key(&b, "ctx");
-		w_hex(&b, (uintptr_t)ctx);
+		w_hex(&b, (uintptr_t)a->ctx);
 	}
-	if (r == PSEUDO_HELLO) {
-		const char *v = lws_get_library_version();
-
+	if (a && a->wsi) {
+		w_key(&b, "wsi");
+		w_hex(&b, (uintptr_t)a->wsi);
+	}
+	if (a && a->vh) {
+		w_key(&b, "vh");
+		w_text(&b, a->vh, strnlen(a->vh, 4 * TEXT_MAX), TEXT_MAX, 64);
+	}
+	switch (r) {
+	case PSEUDO_HELLO:
 		w_key(&b, "lws");
-		w_text(&b, v, strlen(v), TEXT_MAX, 64);
+		w_text(&b, g.lws_version, strlen(g.lws_version), TEXT_MAX, 64);
 		w_key(&b, "pid");
 		w_u64(&b, (uint64_t)getpid());
 		w_key(&b, "host");
-		w_text(&b, g.host, strlen(g.host), TEXT_MAX, 8);
+		w_text(&b, g.host, strlen(g.host), TEXT_MAX, 64);
+		W_LIT(&b, ",\"shim\":\"" SHIM_VERSION "\"");
+		W_LIT(&b, ",\"hb\":");
+		w_u64(&b, HEARTBEAT_MS);
+		if (g.unobserved[0]) {
+			w_key(&b, "unobserved");
+			w_text(&b, g.unobserved, strlen(g.unobserved), TEXT_MAX, 8);
+		}
+		break;
+	case PSEUDO_LISTEN:
+		w_key(&b, "port");
+		w_i64(&b, a ? a->port : 0);
+		break;
+	case PSEUDO_HTTP_STATUS:
+		w_key(&b, "status");
+		w_i64(&b, a ? a->status : 0);
+		break;
+	case PSEUDO_FATAL:
+		w_key(&b, "sig");
+		w_i64(&b, a ? a->sig : 0);
+		break;
+	default:
+		break;
 	}
 	W_LIT(&b, "}\n");
 	return b.full ? 0 : b.len;
 }
 
-static void append_pseudo_locked(int r, struct lws_context *ctx, int64_t now)
+static void append_pseudo_locked(int r, const struct pseudo_args *a, int64_t now)
 {
-	char tail[1024];
-	size_t n = pseudo_tail(tail, sizeof(tail), r, ctx);
+	char tail[2048];
+	size_t n = pseudo_tail(tail, sizeof(tail), r, a);
 
 	if (n)
 		append_locked(tail, n, now);
@@ -601,7 +749,7 @@ static void append_hello_locked(void)
 	append_pseudo_locked(PSEUDO_HELLO, NULL, clock_ns(CLOCK_MONOTONIC));
 }
 
-/* -- per-context timers ---------------------------------------------------------------------- */
+/* -- contexts under teardown --------------------------------------------------------------- */
 
 static struct ctxent *ctx_find(struct lws_context *ctx)
 {
@@ -623,9 +771,9 @@ static struct ctxent *ctx_get(struct lws_context *ctx)
 	for (i = 0; i < MAX_CTX && !e; i++)
 		if (!g.ctxs[i].used)
 			e = &g.ctxs[i];
-	/* full: recycle an idle entry (a context destroyed behind our back leaves one) */
+	/* full: recycle an entry not in teardown (a context freed behind our back leaves one) */
 	for (i = 0; i < MAX_CTX && !e; i++)
-		if (!g.ctxs[i].armed && !g.ctxs[i].destroying)
+		if (!g.ctxs[i].destroying)
 			e = &g.ctxs[i];
 	if (!e)
 		return NULL;
@@ -635,65 +783,222 @@ static struct ctxent *ctx_get(struct lws_context *ctx)
 	return e;
 }
 
-static void sul_cb(lws_sorted_usec_list_t *sul);
+/* -- the sender thread ------------------------------------------------------------------------ */
 
-/* decide under g.lock whether e's timer must (re)start for `delay`; the caller schedules */
-static int ctx_want_timer(struct ctxent *e, int64_t now, int64_t delay)
+/*
+ * Sends a batch 20 ms after its first line, and a HEARTBEAT when nothing was sent for 2 s.
+ * It sleeps on a CLOCK_MONOTONIC condition variable, so an idle app wakes once every 2 s, and
+ * it never touches lws: the app's event loop (its poll timeouts, its timers) is not changed.
+ */
+static void *sender_main(void *arg)
 {
-	if (!e || e->destroying || (e->armed && e->due <= now + delay))
-		return 0;
-	e->armed = 1;
-	e->due = now + delay;
-	return 1;
-}
-
-static void ctx_schedule(struct ctxent *e, struct lws_context *ctx, int64_t delay)
-{
-	lws_sul_schedule(ctx, 0, &e->sul, sul_cb, (lws_usec_t)(delay / 1000));
-}
-
-/* under g.lock: stop e's timer (lws_sul_cancel only unlinks; it takes no lock) */
-static void ctx_cancel(struct ctxent *e)
-{
-	if (e->armed) {
-		lws_sul_cancel(&e->sul);
-		e->armed = 0;
-	}
-}
-
-/* the context's timer: flush what is batched, heartbeat when idle for 2 s, set the next one */
-static void sul_cb(lws_sorted_usec_list_t *sul)
-{
-	struct ctxent *e = (struct ctxent *)((char *)sul - offsetof(struct ctxent, sul));
-	struct lws_context *ctx;
-	int64_t now, next;
-	int again;
-
+	(void)arg;
 	pthread_mutex_lock(&g.lock);
-	e->armed = 0; /* lws unlinked it before calling us */
-	now = clock_ns(CLOCK_MONOTONIC);
-	if (g.state == ST_ACTIVE) {
-		flush_locked(now);
-		if (now - g.last_send >= HEARTBEAT_NS - HEARTBEAT_SLACK_NS) {
-			append_pseudo_locked(PSEUDO_HEARTBEAT, NULL, now);
+	while (g.state == ST_ACTIVE && g.thread_running) {
+		int64_t now = clock_ns(CLOCK_MONOTONIC), due;
+		struct timespec ts;
+
+		due = g.batch_len ? g.batch_first + FLUSH_AFTER_NS : g.last_send + HEARTBEAT_NS;
+		if (now >= due) {
+			if (!g.batch_len)
+				append_pseudo_locked(PSEUDO_HEARTBEAT, NULL, now);
 			flush_locked(now);
+			continue;
 		}
+		ts.tv_sec = (time_t)(due / 1000000000LL);
+		ts.tv_nsec = (long)(due % 1000000000LL);
+		pthread_cond_timedwait(&g.wake, &g.lock, &ts);
 	}
-	next = g.last_send + HEARTBEAT_NS - now;
-	if (next < MIN_TIMER_NS)
-		next = MIN_TIMER_NS;
-	ctx = e->ctx;
-	again = g.state == ST_ACTIVE && e->used && ctx_want_timer(e, now, next);
 	pthread_mutex_unlock(&g.lock);
-	if (again)
-		ctx_schedule(e, ctx, next);
+	return NULL;
+}
+
+/* caller holds g.lock; the thread blocks every signal, so the app's signals reach the app */
+static void start_sender_locked(void)
+{
+	pthread_attr_t attr;
+	sigset_t all, old;
+	pthread_t tid;
+
+	if (g.thread_running || g.thread_tried)
+		return;
+	g.thread_tried = 1;
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	pthread_attr_init(&attr);
+	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+	pthread_attr_setstacksize(&attr, 64 * 1024);
+	g.thread_running = 1;
+	if (pthread_create(&tid, &attr, sender_main, NULL)) {
+		g.thread_running = 0; /* batches still leave when full and at teardown */
+		if (g.debug)
+			fprintf(stderr, "lwsobs: no sender thread: batches leave when full\n");
+	} else
+		pthread_setname_np(tid, "lwsobs-send");
+	pthread_attr_destroy(&attr);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+}
+
+/* -- fatal signals ------------------------------------------------------------------------------ */
+
+static const int g_fatal_signals[] = { SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT };
+
+/*
+ * Only async-signal-safe work: our own formatters, clock_gettime, send.  If the crash came
+ * while this thread held the lock (inside the shim), nothing is sent rather than deadlock.
+ * Then the default action is restored and the signal raised again: the process dies exactly
+ * as it would have (same signal, same core dump), with its last lines delivered.
+ */
+static void fatal_handler(int sig)
+{
+	int saved = errno;
+	struct sigaction dfl;
+
+	if (!pthread_mutex_trylock(&g.lock)) {
+		if (g.state == ST_ACTIVE) {
+			struct pseudo_args a = { .sig = sig };
+			int64_t now = clock_ns(CLOCK_MONOTONIC);
+
+			append_pseudo_locked(PSEUDO_FATAL, &a, now);
+			flush_locked(now);
+			g.state = ST_DONE;
+		}
+		pthread_mutex_unlock(&g.lock);
+	}
+	memset(&dfl, 0, sizeof(dfl));
+	dfl.sa_handler = SIG_DFL;
+	sigemptyset(&dfl.sa_mask);
+	sigaction(sig, &dfl, NULL);
+	errno = saved;
+	raise(sig); /* blocked until we return: then it kills with the default action */
+}
+
+/* install the handler only where the app has left the default disposition */
+static void install_fatal_handlers(void)
+{
+	const char *env = getenv("LWSOBS_CRASH_HANDLER");
+	size_t i;
+
+	if (env && !strcmp(env, "0"))
+		return;
+	for (i = 0; i < sizeof(g_fatal_signals) / sizeof(g_fatal_signals[0]); i++) {
+		struct sigaction old, sa;
+
+		if (sigaction(g_fatal_signals[i], NULL, &old) || (old.sa_flags & SA_SIGINFO) ||
+		    old.sa_handler != SIG_DFL)
+			continue;
+		memset(&sa, 0, sizeof(sa));
+		sa.sa_handler = fatal_handler;
+		sigemptyset(&sa.sa_mask);
+		sa.sa_flags = SA_RESTART | SA_ONSTACK;
+		sigaction(g_fatal_signals[i], &sa, NULL);
+	}
+}
+
+/* -- resolving libwebsockets -------------------------------------------------------------------- */
+
+static void drop_self_references(void);
+
+/*
+ * Every lws function comes from the libwebsockets the app has loaded, found through a symbol
+ * we do not define (lws_get_library_version), so never from ourselves, whatever the load
+ * order (LD_PRELOAD, or linked before or after -lwebsockets).  0 when the process has no
+ * libwebsockets (a child that inherited LD_PRELOAD) or lacks a function we need.
+ */
+static int resolve_lws(const char **missing)
+{
+	void *anchor = dlsym(RTLD_DEFAULT, "lws_get_library_version");
+	void *h = NULL;
+	Dl_info di;
+
+	*missing = NULL;
+	if (!anchor)
+		return 0;
+	if (dladdr(anchor, &di) && di.dli_fname)
+		h = dlopen(di.dli_fname, RTLD_LAZY | RTLD_NOLOAD);
+	if (!h)
+		h = RTLD_NEXT;
+#define API_RESOLVE(req_, ret_, name_, args_)                                                \
+	*(void **)&L.name_ = dlsym(h, #name_);                                               \
+	if (!L.name_ && req_ && !*missing)                                                   \
+		*missing = #name_;
+	LWS_FUNCS(API_RESOLVE)
+	drop_self_references();
+	if (!L.lws_create_context && !*missing)
+		*missing = "lws_create_context";
+	/* the handle stays open: it only pins a library the app already holds */
+	return *missing == NULL;
+}
+
+/* lws_get_library_version() is "4.3.10-v4.3.10-..." or "5.0.0-unknown": major * 100 + minor */
+static int version_code(const char *v)
+{
+	char *end;
+	long major, minor;
+
+	if (!v)
+		return -1;
+	major = strtol(v, &end, 10);
+	if (end == v || *end != '.')
+		return -1;
+	minor = strtol(end + 1, &end, 10);
+	if (major < 0 || major > 99 || minor < 0 || minor > 99)
+		return -1;
+	return (int)(major * 100 + minor);
+}
+
+/* the header tokens by name: their numbers depend on the lws version and its build options */
+static void find_tokens(void)
+{
+	struct tokens *t = &g.tok;
+	int i;
+
+	memset(t, -1, sizeof(*t));
+	for (i = 0; i < MAX_TOKENS; i++) {
+		const char *s = (const char *)L.lws_token_to_string((enum lws_token_indexes)i);
+
+		if (!s)
+			break;
+		if (!strcmp(s, "get "))
+			t->get = i;
+		else if (!strcmp(s, "post "))
+			t->post = i;
+		else if (!strcmp(s, "head "))
+			t->head = i;
+		else if (!strcmp(s, "put "))
+			t->put = i;
+		else if (!strcmp(s, "patch "))
+			t->patch = i;
+		else if (!strcmp(s, "delete "))
+			t->del = i;
+		else if (!strcmp(s, "options "))
+			t->options = i;
+		else if (!strcmp(s, "connect "))
+			t->connect = i;
+		else if (!strcmp(s, ":method"))
+			t->method = i;
+	}
 }
 
 /* -- init, fork, exit ------------------------------------------------------------------------ */
 
+/* the sender waits for CLOCK_MONOTONIC deadlines */
+static void init_wake(void)
+{
+	pthread_condattr_t ca;
+
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&g.wake, &ca);
+	pthread_condattr_destroy(&ca);
+}
+
 static void atfork_child(void)
 {
 	pthread_mutex_init(&g.lock, NULL);
+	init_wake();
+	g.thread_running = 0; /* threads do not survive fork(): the next line starts one */
+	g.thread_tried = 0;
 	if (g.state != ST_ACTIVE)
 		return;
 	g.batch_len = 0;
@@ -703,13 +1008,36 @@ static void atfork_child(void)
 	g.hello_sent = 0; /* HELLO again, with the child's pid, before its first line */
 }
 
+/* HELLO (saying why) and, at exit, BYE: the service shows the app as unobserved */
+static void pass_through(const char *why)
+{
+	int64_t now = clock_ns(CLOCK_MONOTONIC);
+
+	snprintf(g.unobserved, sizeof(g.unobserved), "%s", why);
+	fprintf(stderr, "lwsobs: %s: passing through, nothing observed\n", why);
+	pthread_mutex_lock(&g.lock);
+	g.state = ST_ACTIVE; /* just for these two lines */
+	append_hello_locked();
+	flush_locked(now);
+	__atomic_store_n(&g.state, ST_PASS, __ATOMIC_RELEASE);
+	pthread_mutex_unlock(&g.lock);
+}
+
 static void init_once(void)
 {
 	const char *ep = getenv("LWSOBS_ENDPOINT");
 	const char *dbg = getenv("LWSOBS_DEBUG");
+	const char *missing = NULL;
 	int64_t now = clock_ns(CLOCK_MONOTONIC);
+	int have_lws, code;
+	char why[160];
 
 	g.debug = dbg && *dbg && strcmp(dbg, "0");
+	have_lws = resolve_lws(&missing);
+	if (!have_lws && !missing) { /* no libwebsockets in this process: stay out of the way */
+		__atomic_store_n(&g.state, ST_OFF, __ATOMIC_RELEASE);
+		return;
+	}
 	if (!ep || !*ep)
 		ep = "udp://127.0.0.1:7682";
 	snprintf(g.endpoint, sizeof(g.endpoint), "%s", ep);
@@ -727,18 +1055,37 @@ static void init_once(void)
 		strcpy(g.host, "localhost");
 	g.host[sizeof(g.host) - 1] = '\0';
 	build_src();
+	init_wake();
 	try_connect(now);
 	g.last_send = now;
 	pthread_atfork(NULL, NULL, atfork_child);
+
+	if (L.lws_get_library_version)
+		snprintf(g.lws_version, sizeof(g.lws_version), "%s", L.lws_get_library_version());
+	code = version_code(g.lws_version);
+	if (missing) {
+		snprintf(why, sizeof(why), "libwebsockets %s lacks %s", g.lws_version, missing);
+		pass_through(why);
+		return;
+	}
+	if (code < LWS_MIN_SUPPORTED || code > LWS_MAX_SUPPORTED) {
+		snprintf(why, sizeof(why), "libwebsockets %s not supported (4.1 to 5.0 are)",
+			 g.lws_version);
+		pass_through(why);
+		return;
+	}
+	find_tokens();
 	if (g.debug)
-		fprintf(stderr, "lwsobs: src=%s endpoint=%s%s\n", g.src, g.endpoint,
-			g.connected ? "" : " (not connected yet)");
+		fprintf(stderr, "lwsobs: src=%s endpoint=%s lws=%s%s\n", g.src, g.endpoint,
+			g.lws_version, g.connected ? "" : " (not connected yet)");
 
 	pthread_mutex_lock(&g.lock);
 	__atomic_store_n(&g.state, ST_ACTIVE, __ATOMIC_RELEASE);
 	append_hello_locked();
 	flush_locked(now);
+	start_sender_locked();
 	pthread_mutex_unlock(&g.lock);
+	install_fatal_handlers();
 }
 
 static int active(void)
@@ -751,8 +1098,9 @@ __attribute__((destructor)) static void lwsobs_fini(void)
 {
 	struct timespec until;
 	int64_t now;
+	int st = __atomic_load_n(&g.state, __ATOMIC_ACQUIRE);
 
-	if (__atomic_load_n(&g.state, __ATOMIC_ACQUIRE) != ST_ACTIVE)
+	if (st != ST_ACTIVE && st != ST_PASS)
 		return;
 	/* bounded wait: exit() from a signal handler while we hold the lock must not hang */
 	clock_gettime(CLOCK_REALTIME, &until);
@@ -764,9 +1112,12 @@ __attribute__((destructor)) static void lwsobs_fini(void)
 	if (pthread_mutex_timedlock(&g.lock, &until))
 		return;
 	now = clock_ns(CLOCK_MONOTONIC);
+	g.state = ST_ACTIVE;
 	append_pseudo_locked(PSEUDO_BYE, NULL, now);
 	flush_locked(now);
 	__atomic_store_n(&g.state, ST_DONE, __ATOMIC_RELEASE);
+	g.thread_running = 0;
+	pthread_cond_signal(&g.wake);
 	if (g.debug)
 		fprintf(stderr, "lwsobs: exit: %llu lines, %llu sent in %llu datagrams, "
 				"%llu dropped (%llu datagrams failed)\n",
@@ -774,21 +1125,20 @@ __attribute__((destructor)) static void lwsobs_fini(void)
 			(unsigned long long)g.sent_dgrams, (unsigned long long)g.drop,
 			(unsigned long long)g.failed_dgrams);
 	pthread_mutex_unlock(&g.lock);
-	if (g.fd >= 0)
-		close(g.fd);
 }
 
 /* -- emitting -------------------------------------------------------------------------------- */
 
 /*
- * Submit a formatted tail for a callback of `ctx` (NULL for pseudo-events): append it, keep
- * the context's timer in step, and act on PROTOCOL_DESTROY.
+ * Submit a formatted tail for a callback of `ctx` (NULL for pseudo-events) and act on
+ * PROTOCOL_DESTROY: a vhost's last callbacks.  Inside our own lws_context_destroy() that flush
+ * waits for CONTEXT_DESTROYED, which follows in the same call: one datagram instead of one per
+ * protocol (unix datagram queues hold 10 by default).
  */
 static void submit(const char *tail, size_t n, int reason, struct lws_context *ctx, int flush)
 {
 	struct ctxent *e = NULL;
-	int64_t now, delay = FLUSH_AFTER_NS;
-	int sched = 0;
+	int64_t now;
 
 	pthread_mutex_lock(&g.lock);
 	if (g.state != ST_ACTIVE) {
@@ -796,52 +1146,29 @@ static void submit(const char *tail, size_t n, int reason, struct lws_context *c
 		return;
 	}
 	now = clock_ns(CLOCK_MONOTONIC);
+	start_sender_locked(); /* after fork(): the child's own thread (no-op otherwise) */
 	append_locked(tail, n, now);
 	if (ctx)
 		e = ctx_get(ctx);
 	if (e) {
 		e->seen_cb = 1;
 		if (reason == LWS_CALLBACK_PROTOCOL_DESTROY) {
-			/*
-			 * A vhost's last callbacks: stop its context's timer, so that no timer of
-			 * ours stays linked into a context lws is about to free, even when the app
-			 * calls lws_context_destroy() behind our back.  Inside our own
-			 * lws_context_destroy() the flush waits for CONTEXT_DESTROYED, which
-			 * follows in the same call: one datagram instead of one per protocol
-			 * (unix datagram queues hold 10 by default).
-			 */
-			ctx_cancel(e);
 			if (e->destroying) {
 				e->saw_pd = 1;
 				flush = 0;
 			} else
 				e->used = 0;
-		} else if (!t_in_create && reason != LWS_CALLBACK_PROTOCOL_INIT) {
-			/*
-			 * Keep a timer of this context due when the batch turns 20 ms old (a
-			 * batch may have been started by a line that could not arm one), or
-			 * within 2 s for the heartbeat.  Usually it already is: no lws call.
-			 */
-			if (g.batch_len) {
-				delay = g.batch_first + FLUSH_AFTER_NS - now;
-				if (delay < 0)
-					delay = 0;
-			} else
-				delay = HEARTBEAT_NS;
-			sched = ctx_want_timer(e, now, delay);
 		}
 	}
 	if (flush)
 		flush_locked(now);
 	pthread_mutex_unlock(&g.lock);
-	if (sched)
-		ctx_schedule(e, ctx, delay);
 }
 
-static void emit_pseudo(int r, struct lws_context *ctx, int flush)
+static void emit_pseudo(int r, const struct pseudo_args *a, int flush)
 {
-	char tail[256];
-	size_t n = pseudo_tail(tail, sizeof(tail), r, ctx);
+	char tail[2048];
+	size_t n = pseudo_tail(tail, sizeof(tail), r, a);
 
 	if (n)
 		submit(tail, n, r, NULL, flush);
@@ -877,49 +1204,78 @@ static int is_noise(int r)
 	return 0;
 }
 
+/* the client-family reasons lws may deliver first, inside lws_client_connect_via_info() */
+static int is_client_first(int r)
+{
+	switch (r) {
+	case LWS_CALLBACK_CLIENT_HTTP_BIND_PROTOCOL:
+	case 105: /* LWS_CALLBACK_CONNECTING, lws 4.2+ */
+	case LWS_CALLBACK_SERVER_NEW_CLIENT_INSTANTIATED:
+	case LWS_CALLBACK_CLIENT_CONNECTION_ERROR:
+	case LWS_CALLBACK_WSI_CREATE:
+	case LWS_CALLBACK_CLIENT_APPEND_HANDSHAKE_HEADER:
+		return 1;
+	}
+	return 0;
+}
+
+static int has_token(struct lws *wsi, int tok)
+{
+	return tok >= 0 && L.lws_hdr_total_length(wsi, (enum lws_token_indexes)tok) > 0;
+}
+
 /* the request method of an h1/h2 server request, when lws has it */
 static const char *request_method(struct lws *wsi, char *buf, size_t cap)
 {
-	static const struct {
-		enum lws_token_indexes tok;
-		const char *name;
-	} m[] = {
-		{ WSI_TOKEN_GET_URI, "GET" },
-		{ WSI_TOKEN_POST_URI, "POST" },
-		{ WSI_TOKEN_HEAD_URI, "HEAD" },
-#if defined(LWS_WITH_HTTP_UNCOMMON_HEADERS) || defined(LWS_HTTP_HEADERS_ALL)
-		{ WSI_TOKEN_PUT_URI, "PUT" },
-		{ WSI_TOKEN_PATCH_URI, "PATCH" },
-		{ WSI_TOKEN_DELETE_URI, "DELETE" },
-		{ WSI_TOKEN_OPTIONS_URI, "OPTIONS" },
-#endif
-		{ WSI_TOKEN_CONNECT, "CONNECT" },
-	};
-	size_t i;
+	const struct tokens *t = &g.tok;
 
-	for (i = 0; i < sizeof(m) / sizeof(m[0]); i++)
-		if (lws_hdr_total_length(wsi, m[i].tok) > 0)
-			return m[i].name;
-#if defined(LWS_ROLE_H2) || defined(LWS_HTTP_HEADERS_ALL)
-	{
-		int n = lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_COLON_METHOD);
-
-		if (n > 0 && (size_t)n < cap &&
-		    lws_hdr_copy(wsi, buf, (int)cap, WSI_TOKEN_HTTP_COLON_METHOD) > 0)
-			return buf;
-	}
-#endif
-	(void)buf;
-	(void)cap;
+	if (has_token(wsi, t->get))
+		return "GET";
+	if (has_token(wsi, t->post))
+		return "POST";
+	if (has_token(wsi, t->head))
+		return "HEAD";
+	if (has_token(wsi, t->put))
+		return "PUT";
+	if (has_token(wsi, t->patch))
+		return "PATCH";
+	if (has_token(wsi, t->del))
+		return "DELETE";
+	if (has_token(wsi, t->options))
+		return "OPTIONS";
+	if (has_token(wsi, t->connect))
+		return "CONNECT";
+	if (has_token(wsi, t->method) &&
+	    L.lws_hdr_copy(wsi, buf, (int)cap, (enum lws_token_indexes)t->method) > 0)
+		return buf;
 	return NULL;
 }
 
-static size_t callback_tail(char *buf, size_t cap, const struct slot *s, struct lws *wsi,
-			    int r, void *user, void *in, size_t len, struct lws_context **pctx)
+static void w_int_field(struct wbuf *b, const char *key, int64_t v)
+{
+	w_key(b, key);
+	w_i64(b, v);
+}
+
+static void w_str_field(struct wbuf *b, const char *key, const char *s, size_t max)
+{
+	if (!s)
+		return;
+	w_key(b, key);
+	w_text(b, s, strnlen(s, 4 * max), max, 96);
+}
+
+/*
+ * One callback as a line tail.  `pcol` is the pre-escaped `,"pcol":"..."` of the protocol whose
+ * callback ran (NULL: take the name of the protocol bound to the wsi).
+ */
+static size_t callback_tail(char *buf, size_t cap, const char *pcol, size_t pcol_len,
+			    struct lws *wsi, int r, void *user, void *in, size_t len,
+			    struct lws_context **pctx)
 {
 	struct wbuf b = { buf, 0, cap - 2, 0 }; /* room for "}\n" is kept aside */
-	struct lws_context *ctx = wsi ? lws_get_context(wsi) : NULL;
-	struct lws_vhost *vh = wsi ? lws_get_vhost(wsi) : NULL;
+	struct lws_context *ctx = wsi ? L.lws_get_context(wsi) : NULL;
+	struct lws_vhost *vh = wsi ? L.lws_get_vhost(wsi) : NULL;
 	int fake = is_fake_reason(r);
 	char tmp[128];
 
@@ -931,7 +1287,7 @@ static size_t callback_tail(char *buf, size_t cap, const struct slot *s, struct 
 		w_hex(&b, (uintptr_t)ctx);
 	}
 	if (wsi && !fake) {
-		struct lws *nwsi = lws_get_network_wsi(wsi), *parent = lws_get_parent(wsi);
+		struct lws *nwsi = L.lws_get_network_wsi(wsi), *parent = L.lws_get_parent(wsi);
 
 		w_key(&b, "wsi");
 		w_hex(&b, (uintptr_t)wsi);
@@ -943,37 +1299,48 @@ static size_t callback_tail(char *buf, size_t cap, const struct slot *s, struct 
 			w_key(&b, "parent");
 			w_hex(&b, (uintptr_t)parent);
 		}
-		w_key(&b, "fd");
-		w_i64(&b, (int64_t)lws_get_socket_fd(wsi));
+		w_int_field(&b, "fd", (int64_t)L.lws_get_socket_fd(wsi));
 	}
 	if (vh) {
-		const char *name = lws_get_vhost_name(vh);
+		const char *name = L.lws_get_vhost_name(vh);
 
 		if (name) {
 			w_key(&b, "vh");
 			w_text(&b, name, strnlen(name, 4 * TEXT_MAX), TEXT_MAX, 8192);
 		}
 	}
-	if (s->has_name)
-		w_raw(&b, s->pcol, s->pcol_len);
+	if (pcol)
+		w_raw(&b, pcol, pcol_len);
+	else if (wsi) {
+		const struct lws_protocols *p = L.lws_get_protocol(wsi);
+
+		if (p && p->name)
+			w_str_field(&b, "pcol", p->name, NAME_MAX_BYTES);
+	}
 	if (fake)
 		W_LIT(&b, ",\"fake\":true");
 	else if (wsi) {
-		if (lws_is_ssl(wsi))
+		if (L.lws_is_ssl(wsi))
 			W_LIT(&b, ",\"ssl\":true");
 		else
 			W_LIT(&b, ",\"ssl\":false");
-#if LWS_LIBRARY_VERSION_MAJOR > 4 || \
-	(LWS_LIBRARY_VERSION_MAJOR == 4 && LWS_LIBRARY_VERSION_MINOR >= 2)
-		{
-			const char *tag = lws_wsi_tag(wsi);
+		if (L.lws_wsi_tag) { /* lws 4.2 and later */
+			const char *tag = L.lws_wsi_tag(wsi);
 
 			if (tag && *tag) {
 				w_key(&b, "tag");
 				w_text(&b, tag, strnlen(tag, 4 * TEXT_MAX), TEXT_MAX, 4096);
 			}
 		}
-#endif
+	}
+	if (t_client.set && wsi && is_client_first(r)) {
+		/* the request of the connect call we are inside: once, on its first line */
+		t_client.set = 0;
+		w_str_field(&b, "method", t_client.method ? t_client.method : "GET", 32);
+		w_str_field(&b, "uri", t_client.path, TEXT_MAX);
+		w_str_field(&b, "addr", t_client.address, 256);
+		if (t_client.port > 0)
+			w_int_field(&b, "port", t_client.port);
 	}
 
 	/* decoded from in/user, only for the reasons the spec names */
@@ -990,31 +1357,35 @@ static size_t callback_tail(char *buf, size_t cap, const struct slot *s, struct 
 		break;
 	}
 	case LWS_CALLBACK_FILTER_NETWORK_CONNECTION: {
-		const struct lws_filter_network_conn_args *fa = user;
+		/* cli_addr is the first field of lws_filter_network_conn_args in 4.1 to 5.0 */
+		const struct sockaddr_storage *cli = user;
 
-		w_key(&b, "afd");
-		w_i64(&b, (int64_t)(intptr_t)in);
-		if (fa && sockaddr_text((const struct sockaddr *)&fa->cli_addr, tmp, sizeof(tmp))) {
+		w_int_field(&b, "afd", (int64_t)(intptr_t)in);
+		if (cli && sockaddr_text((const struct sockaddr *)cli, tmp, sizeof(tmp))) {
 			w_key(&b, "peer");
 			w_text(&b, tmp, strlen(tmp), TEXT_MAX, 8);
 		}
+		if (vh)
+			w_int_field(&b, "port", L.lws_get_vhost_listen_port(vh));
 		break;
 	}
+	case LWS_CALLBACK_WSI_DESTROY:
+		if (vh)
+			w_int_field(&b, "port", L.lws_get_vhost_listen_port(vh));
+		break;
 	case LWS_CALLBACK_ESTABLISHED_CLIENT_HTTP:
 		if (wsi) {
-			unsigned st = lws_http_client_http_response(wsi);
+			unsigned st = L.lws_http_client_http_response(wsi);
 
-			if (st) {
-				w_key(&b, "status");
-				w_u64(&b, st);
-			}
+			if (st)
+				w_int_field(&b, "status", st);
 		}
 		/* fallthrough */
 	case LWS_CALLBACK_SERVER_NEW_CLIENT_INSTANTIATED:
 	case LWS_CALLBACK_CLIENT_ESTABLISHED:
 		/* lws_get_peer_simple() reads the nwsi's fd; skip the syscall when there is none */
-		if (wsi && lws_get_socket_fd(lws_get_network_wsi(wsi)) >= 0) {
-			const char *p = lws_get_peer_simple(wsi, tmp, sizeof(tmp));
+		if (wsi && L.lws_get_socket_fd(L.lws_get_network_wsi(wsi)) >= 0) {
+			const char *p = L.lws_get_peer_simple(wsi, tmp, sizeof(tmp));
 
 			/* on failure lws writes "getpeername: <error>" into the buffer */
 			if (p && *p && strncmp(p, "getpeername", 11)) {
@@ -1025,6 +1396,22 @@ static size_t callback_tail(char *buf, size_t cap, const struct slot *s, struct 
 		break;
 	case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE:
 		w_in_text(&b, "upg", in, len);
+		if (wsi && has_token(wsi, g.tok.get)) {
+			char path[TEXT_MAX + 1];
+
+			if (L.lws_hdr_copy(wsi, path, sizeof(path),
+					   (enum lws_token_indexes)g.tok.get) > 0) {
+				w_key(&b, "uri");
+				w_text(&b, path, strnlen(path, sizeof(path)), TEXT_MAX, 96);
+			}
+		}
+		break;
+	case LWS_CALLBACK_CLIENT_HTTP_REDIRECT:
+		/* in: the Location, NUL-terminated; len: the status, not a length */
+		if (in)
+			w_str_field(&b, "uri", (const char *)in, TEXT_MAX);
+		if (len >= 100 && len <= 999)
+			w_int_field(&b, "status", (int64_t)len);
 		break;
 	case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION:
 		w_in_text(&b, "sub", in, len);
@@ -1060,7 +1447,8 @@ static void emit_callback(const struct slot *s, struct lws *wsi, int r, void *us
 {
 	char tail[TAIL_MAX];
 	struct lws_context *ctx = NULL;
-	size_t n = callback_tail(tail, sizeof(tail), s, wsi, r, user, in, len, &ctx);
+	size_t n = callback_tail(tail, sizeof(tail), s && s->has_name ? s->pcol : NULL,
+				 s ? s->pcol_len : 0, wsi, r, user, in, len, &ctx);
 
 	if (!n) { /* cannot happen with the bounds above; keep the seq honest anyway */
 		struct wbuf b = { tail, 0, sizeof(tail), 0 };
@@ -1073,20 +1461,31 @@ static void emit_callback(const struct slot *s, struct lws *wsi, int r, void *us
 	submit(tail, n, r, ctx, r == LWS_CALLBACK_PROTOCOL_DESTROY);
 }
 
+static int observing(void)
+{
+	return __atomic_load_n(&g.state, __ATOMIC_ACQUIRE) == ST_ACTIVE;
+}
+
 /* -- trampolines ----------------------------------------------------------------------------- */
 
 static int dispatch(unsigned idx, struct lws *wsi, enum lws_callback_reasons reason, void *user,
 		    void *in, size_t len)
 {
 	const struct slot *s = &g_slots[idx];
+	struct frame saved = t_frame;
+	int ret;
 
-	if (__atomic_load_n(&g.state, __ATOMIC_ACQUIRE) == ST_ACTIVE && !is_noise((int)reason)) {
-		int saved = errno;
+	if (observing() && !is_noise((int)reason)) {
+		int err = errno;
 
 		emit_callback(s, wsi, (int)reason, user, in, len);
-		errno = saved;
+		errno = err;
 	}
-	return s->orig(wsi, reason, user, in, len);
+	t_frame.wsi = wsi;
+	t_frame.reason = (int)reason;
+	ret = s->orig(wsi, reason, user, in, len);
+	t_frame = saved;
+	return ret;
 }
 
 #define TR_ROW(X_, R_)                                                                       \
@@ -1178,41 +1577,14 @@ static int proto_eq(const struct lws_protocols *a, const struct lws_protocols *b
 }
 
 /*
- * Point info->protocols at a wrapped copy of info->protocols (or of *info->pprotocols).
- * lws (4.1.6 lib/core-net/vhost.c) copies the array into each vhost, so the copy only has
- * to outlive the create call; it is kept anyway, as the app may wrap long before it creates.
+ * The wrapped copy of a protocols array (n entries), made once per distinct array and kept
+ * for the life of the process (lws copies it into each vhost; the app may wrap long before it
+ * creates).  NULL when out of memory: the caller then leaves the app's array alone.
  */
-static int wrap_info(struct lws_context_creation_info *info)
+static const struct lws_protocols *wrapped_copy(const struct lws_protocols *src, size_t n)
 {
-	const struct lws_protocols *src = info->protocols;
-	const struct lws_protocols *const *pp = info->pprotocols;
-	struct lws_protocols *snap = NULL;
 	struct wrapped *w;
-	size_t n = 0, i, todo = 0;
-	int wrapped = 0;
-
-	if (src)
-		while (src[n].callback && n < 4096)
-			n++;
-	else if (pp)
-		while (pp[n] && n < 4096)
-			n++;
-	if (!n)
-		return 0;
-	if (!src) {
-		snap = malloc(n * sizeof(*snap));
-		if (!snap)
-			return -1;
-		for (i = 0; i < n; i++)
-			snap[i] = *pp[i];
-		src = snap;
-	}
-	for (i = 0; i < n; i++)
-		todo += !is_trampoline(src[i].callback);
-	if (!todo) {
-		free(snap);
-		return (int)n;
-	}
+	size_t i;
 
 	pthread_mutex_lock(&g_wrap_lock);
 	for (w = g_wrapped; w; w = w->next) {
@@ -1236,8 +1608,7 @@ static int wrap_info(struct lws_context_creation_info *info)
 			}
 			free(w);
 			pthread_mutex_unlock(&g_wrap_lock);
-			free(snap);
-			return -1;
+			return NULL;
 		}
 		w->n = n;
 		memcpy(w->orig, src, n * sizeof(*src));
@@ -1254,21 +1625,86 @@ static int wrap_info(struct lws_context_creation_info *info)
 		w->next = g_wrapped;
 		g_wrapped = w;
 	}
-	for (i = 0; i < n; i++)
-		wrapped += is_trampoline(w->wrap[i].callback);
-	info->protocols = w->wrap; /* lws prefers .protocols over .pprotocols */
 	pthread_mutex_unlock(&g_wrap_lock);
-	free(snap);
+	return w->wrap;
+}
+
+/* how many protocols of `p` the copy wraps (or -1); 0 when none needed wrapping */
+static int wrap_array(const struct lws_protocols *src, const struct lws_protocols **out)
+{
+	const struct lws_protocols *w;
+	size_t n = 0, i, todo = 0;
+	int wrapped = 0;
+
+	*out = src;
+	if (!src)
+		return 0;
+	while (src[n].callback && n < 4096)
+		n++;
+	for (i = 0; i < n; i++)
+		todo += !is_trampoline(src[i].callback);
+	if (!todo)
+		return (int)n;
+	w = wrapped_copy(src, n);
+	if (!w)
+		return -1;
+	for (i = 0; i < n; i++)
+		wrapped += is_trampoline(w[i].callback);
+	*out = w;
 	return wrapped;
+}
+
+/*
+ * A copy of the app's creation info whose protocols point at the wrapped array.  The size of
+ * struct lws_context_creation_info depends on the lws version and its build options (672 to
+ * ~900 bytes from 4.1 to 5.0), so no compile-time size is trusted: up to INFO_COPY_MAX bytes
+ * are copied through a pipe, which copies what is readable and stops, without a fault, where
+ * the app's memory ends.  lws reads only its own size of it; the bytes past the app's struct
+ * are never looked at.  Returns 0 (use the app's info unchanged) when nothing is to wrap or
+ * the copy failed.
+ *
+ * .pprotocols (an array of pointers; its offset moves with the build) is never touched: lws
+ * uses it only when .protocols is NULL, and then so do we.  Such vhosts, and lws's own default
+ * protocol, are seen through lws_callback_http_dummy() where they use it.
+ */
+static int copy_info(const struct lws_context_creation_info *info, unsigned char *buf)
+{
+	struct info_prefix pre;
+	const struct lws_protocols *wrapped;
+	int fds[2];
+	ssize_t n;
+
+	memset(buf, 0, INFO_COPY_MAX);
+	if (pipe2(fds, O_CLOEXEC | O_NONBLOCK))
+		return 0;
+	n = write(fds[1], info, INFO_COPY_MAX);
+	if (n > 0)
+		n = read(fds[0], buf, (size_t)n);
+	close(fds[0]);
+	close(fds[1]);
+	if (n < (ssize_t)sizeof(pre))
+		return 0;
+	memcpy(&pre, buf, sizeof(pre));
+	if (wrap_array(pre.protocols, &wrapped) <= 0 || wrapped == pre.protocols)
+		return 0;
+	pre.protocols = wrapped;
+	memcpy(buf + offsetof(struct info_prefix, protocols), &pre.protocols,
+	       sizeof(pre.protocols));
+	return 1;
 }
 
 API int lwsobs_wrap_protocols(struct lws_context_creation_info *info)
 {
+	const struct lws_protocols *wrapped;
+	int n;
+
 	if (!info)
 		return -1;
 	if (!active())
 		return 0;
-	return wrap_info(info);
+	n = wrap_array(info->protocols, &wrapped);
+	info->protocols = wrapped; /* the app's own struct: it asked us to */
+	return n;
 }
 
 API int lwsobs_wrap_vhost_protocols(struct lws_context_creation_info *info)
@@ -1291,107 +1727,88 @@ API int lwsobs_enabled(void)
 	return active();
 }
 
-/* -- the real lws functions (for interposing and for the linked-mode wrappers) -------------- */
+/* -- the interposed lws functions ------------------------------------------------------------- */
 
-typedef struct lws_context *(*create_context_fn)(const struct lws_context_creation_info *);
-typedef struct lws_vhost *(*create_vhost_fn)(struct lws_context *,
-					     const struct lws_context_creation_info *);
-typedef void (*context_destroy_fn)(struct lws_context *);
-typedef int (*cowap_fn)(const struct lws_context *, const struct lws_protocols *);
+/* the real function: resolved by init; a process without lws never gets here */
+#define REAL(name_)                                                                          \
+	do {                                                                                 \
+		pthread_once(&g_once, init_once);                                            \
+		if (!L.name_)                                                                \
+			*(void **)&L.name_ = dlsym(RTLD_NEXT, #name_);                       \
+	} while (0)
 
-/*
- * The definition of `name` in libwebsockets itself.  RTLD_NEXT finds it when we come first in
- * the lookup order (LD_PRELOAD, or linked before -lwebsockets); otherwise open the library our
- * own lws imports resolve to and ask it directly.
- */
-static void *resolve_real(const char *name)
+/* LISTEN for a vhost that listens on a port (vhosts sharing a port share one socket) */
+static void vhost_created(struct lws_context *ctx, struct lws_vhost *vh)
 {
-	void *p = dlsym(RTLD_NEXT, name); /* never ourselves */
-	Dl_info di;
+	struct pseudo_args a = { .ctx = ctx };
 
-	if (p)
-		return p;
-	if (dladdr((void *)lws_get_library_version, &di) && di.dli_fname) {
-		void *h = dlopen(di.dli_fname, RTLD_LAZY | RTLD_NOLOAD);
-
-		if (h) {
-			p = dlsym(h, name);
-			dlclose(h);
-			if (p)
-				return p;
-		}
-	}
-	fprintf(stderr, "lwsobs: cannot find libwebsockets' %s\n", name);
-	return NULL;
-}
-
-#define REAL(type, name)                                                                     \
-	static type real_##name;                                                             \
-	if (!__atomic_load_n(&real_##name, __ATOMIC_ACQUIRE))                                \
-		__atomic_store_n(&real_##name, (type)resolve_real(#name),                     \
-				 __ATOMIC_RELEASE);                                          \
-	if (!real_##name)                                                                    \
-		abort();
-
-static void context_created(struct lws_context *ctx)
-{
-	struct ctxent *e;
-	int sched;
-
-	pthread_mutex_lock(&g.lock);
-	e = ctx_find(ctx);
-	if (e) /* a context that died unseen at the same address: forget, do not touch lws */
-		memset(e, 0, sizeof(*e));
-	e = ctx_get(ctx);
-	sched = g.state == ST_ACTIVE && ctx_want_timer(e, clock_ns(CLOCK_MONOTONIC),
-							FLUSH_AFTER_NS);
-	pthread_mutex_unlock(&g.lock);
-	if (sched)
-		ctx_schedule(e, ctx, FLUSH_AFTER_NS);
+	if (!vh || !observing())
+		return;
+	a.port = L.lws_get_vhost_listen_port(vh);
+	a.vh = L.lws_get_vhost_name(vh);
+	t_vhosts_created++;
+	if (a.port > 0)
+		emit_pseudo(PSEUDO_LISTEN, &a, 0);
 }
 
 API struct lws_context *lws_create_context(const struct lws_context_creation_info *info)
 {
-	struct lws_context_creation_info copy;
+	unsigned char copy[INFO_COPY_MAX] __attribute__((aligned(16)));
+	const struct lws_context_creation_info *use = info;
 	struct lws_context *ctx;
+	int before = t_vhosts_created;
 
-	REAL(create_context_fn, lws_create_context);
+	REAL(lws_create_context);
+	if (!L.lws_create_context)
+		return NULL;
 	if (!info || !active())
-		return real_lws_create_context(info);
-	copy = *info;
-	wrap_info(&copy);
-	t_in_create++;
-	ctx = real_lws_create_context(&copy);
-	t_in_create--;
-	if (ctx)
-		context_created(ctx);
+		return L.lws_create_context(info);
+	if (copy_info(info, copy))
+		use = (const struct lws_context_creation_info *)copy;
+	ctx = L.lws_create_context(use);
+	if (!ctx)
+		return NULL;
+	pthread_mutex_lock(&g.lock);
+	{
+		struct ctxent *e = ctx_find(ctx);
+
+		if (e) /* a context that died unseen at the same address: forget it */
+			memset(e, 0, sizeof(*e));
+	}
+	pthread_mutex_unlock(&g.lock);
+	/* the default vhost, when lws created it without going through our lws_create_vhost */
+	if (t_vhosts_created == before && L.lws_get_vhost_by_name)
+		vhost_created(ctx, L.lws_get_vhost_by_name(ctx, "default"));
 	return ctx;
 }
 
 API struct lws_vhost *lws_create_vhost(struct lws_context *context,
 				       const struct lws_context_creation_info *info)
 {
-	struct lws_context_creation_info copy;
+	unsigned char copy[INFO_COPY_MAX] __attribute__((aligned(16)));
+	const struct lws_context_creation_info *use = info;
 	struct lws_vhost *vh;
 
-	REAL(create_vhost_fn, lws_create_vhost);
+	REAL(lws_create_vhost);
+	if (!L.lws_create_vhost)
+		return NULL;
 	if (!info || !active())
-		return real_lws_create_vhost(context, info);
-	copy = *info;
-	wrap_info(&copy);
-	t_in_create++;
-	vh = real_lws_create_vhost(context, &copy);
-	t_in_create--;
+		return L.lws_create_vhost(context, info);
+	if (copy_info(info, copy))
+		use = (const struct lws_context_creation_info *)copy;
+	vh = L.lws_create_vhost(context, use);
+	vhost_created(context, vh);
 	return vh;
 }
 
-static void destroy(struct lws_context *ctx, context_destroy_fn real)
+static void destroy(struct lws_context *ctx)
 {
+	struct pseudo_args a = { .ctx = ctx };
 	struct ctxent *e;
 	int first = 1, done;
 
 	if (!ctx || !active()) {
-		real(ctx);
+		L.lws_context_destroy(ctx);
 		return;
 	}
 	pthread_mutex_lock(&g.lock);
@@ -1399,14 +1816,13 @@ static void destroy(struct lws_context *ctx, context_destroy_fn real)
 	if (e) {
 		first = !e->destroying;
 		e->destroying = 1;
-		ctx_cancel(e);
 	}
 	pthread_mutex_unlock(&g.lock);
 	if (first && !t_destroy_depth)
-		emit_pseudo(PSEUDO_CTX_DESTROY_BEGIN, ctx, 1);
+		emit_pseudo(PSEUDO_CTX_DESTROY_BEGIN, &a, 1);
 
 	t_destroy_depth++;
-	real(ctx);
+	L.lws_context_destroy(ctx);
 	t_destroy_depth--;
 	if (t_destroy_depth)
 		return; /* lws called itself: the outermost call decides */
@@ -1423,19 +1839,21 @@ static void destroy(struct lws_context *ctx, context_destroy_fn real)
 		memset(e, 0, sizeof(*e));
 	pthread_mutex_unlock(&g.lock);
 	if (done)
-		emit_pseudo(PSEUDO_CTX_DESTROYED, ctx, 1);
+		emit_pseudo(PSEUDO_CTX_DESTROYED, &a, 1);
 }
 
 API void lws_context_destroy(struct lws_context *ctx)
 {
-	REAL(context_destroy_fn, lws_context_destroy);
-	destroy(ctx, real_lws_context_destroy);
+	REAL(lws_context_destroy);
+	if (L.lws_context_destroy)
+		destroy(ctx);
 }
 
 API void lwsobs_context_destroy(struct lws_context *ctx)
 {
-	REAL(context_destroy_fn, lws_context_destroy);
-	destroy(ctx, real_lws_context_destroy);
+	REAL(lws_context_destroy);
+	if (L.lws_context_destroy)
+		destroy(ctx); /* not through lws_context_destroy(): that name may bind to lws's */
 }
 
 /*
@@ -1443,10 +1861,14 @@ API void lwsobs_context_destroy(struct lws_context *ctx)
  * pass a pointer into their own array, whose callback is the original, while the vhost holds
  * the trampoline: ask once for each.
  */
-static int cowap(const struct lws_context *ctx, const struct lws_protocols *p, cowap_fn real)
+static int cowap(const struct lws_context *ctx, const struct lws_protocols *p)
 {
-	int r = real(ctx, p);
+	int r;
 
+	REAL(lws_callback_on_writable_all_protocol);
+	if (!L.lws_callback_on_writable_all_protocol)
+		return -1;
+	r = L.lws_callback_on_writable_all_protocol(ctx, p);
 	if (p && p->callback && !is_trampoline(p->callback)) {
 		int k = slot_find(p->callback, p->name);
 
@@ -1454,7 +1876,7 @@ static int cowap(const struct lws_context *ctx, const struct lws_protocols *p, c
 			struct lws_protocols tmp = *p;
 
 			tmp.callback = g_tramps[k];
-			real(ctx, &tmp);
+			L.lws_callback_on_writable_all_protocol(ctx, &tmp);
 		}
 	}
 	return r;
@@ -1463,13 +1885,121 @@ static int cowap(const struct lws_context *ctx, const struct lws_protocols *p, c
 API int lws_callback_on_writable_all_protocol(const struct lws_context *ctx,
 					      const struct lws_protocols *p)
 {
-	REAL(cowap_fn, lws_callback_on_writable_all_protocol);
-	return cowap(ctx, p, real_lws_callback_on_writable_all_protocol);
+	return cowap(ctx, p);
 }
 
 API int lwsobs_callback_on_writable_all_protocol(const struct lws_context *ctx,
 						 const struct lws_protocols *p)
 {
-	REAL(cowap_fn, lws_callback_on_writable_all_protocol);
-	return cowap(ctx, p, real_lws_callback_on_writable_all_protocol);
+	return cowap(ctx, p);
+}
+
+/*
+ * lws's own callback for protocols that do nothing special: its default protocol (a vhost
+ * created without protocols, as lws file servers are), and every protocol whose callback is,
+ * or ends by calling, lws_callback_http_dummy().  A call that a trampoline already reported
+ * (the app's callback delegating to it) is not reported again.
+ */
+API int lws_callback_http_dummy(struct lws *wsi, enum lws_callback_reasons reason, void *user,
+				void *in, size_t len)
+{
+	struct frame saved = t_frame;
+	int ret;
+
+	REAL(lws_callback_http_dummy);
+	if (!L.lws_callback_http_dummy)
+		return 0;
+	if (observing() && !is_noise((int)reason) &&
+	    !(saved.wsi == wsi && saved.reason == (int)reason)) {
+		int err = errno;
+
+		emit_callback(NULL, wsi, (int)reason, user, in, len);
+		errno = err;
+	}
+	t_frame.wsi = wsi;
+	t_frame.reason = (int)reason;
+	ret = L.lws_callback_http_dummy(wsi, reason, user, in, len);
+	t_frame = saved;
+	return ret;
+}
+
+/*
+ * Every server response status goes through here: the app's, lws's file server's and lws's
+ * own refusals (h1 and h2 alike).  Reported as HTTP_STATUS before the status is written.
+ */
+API int lws_add_http_header_status(struct lws *wsi, unsigned int code, unsigned char **p,
+				   unsigned char *end)
+{
+	REAL(lws_add_http_header_status);
+	if (!L.lws_add_http_header_status)
+		return 1;
+	if (wsi && observing()) {
+		unsigned st = code & 0xffffu; /* LWSAHH_CODE_MASK: the rest are flags */
+
+		if (st >= 100 && st <= 999) {
+			struct pseudo_args a = { .wsi = wsi, .status = (int)st };
+			int err = errno;
+
+			a.ctx = L.lws_get_context(wsi);
+			emit_pseudo(PSEUDO_HTTP_STATUS, &a, 0);
+			errno = err;
+		}
+	}
+	return L.lws_add_http_header_status(wsi, code, p, end);
+}
+
+/*
+ * The request of a client connection: its method, path, address and port travel on the first
+ * client line lws delivers inside this call (the leading fields of the struct are the same in
+ * 4.1 to 5.0).
+ */
+API struct lws *lws_client_connect_via_info(const struct lws_client_connect_info *i)
+{
+	__typeof__(t_client) saved = t_client;
+	struct lws *wsi;
+
+	REAL(lws_client_connect_via_info);
+	if (!L.lws_client_connect_via_info)
+		return NULL;
+	if (i && observing()) {
+		t_client.set = 1;
+		t_client.method = i->method;
+		t_client.path = i->path;
+		t_client.address = i->address;
+		t_client.port = i->port;
+	}
+	wsi = L.lws_client_connect_via_info(i);
+	t_client = saved;
+	return wsi;
+}
+
+/*
+ * A handle that is the program itself (lws linked in statically, symbols exported) can hand
+ * back our own interposers: never call ourselves as "the real one".  Our own addresses come
+ * from hidden aliases: `&lws_create_context` inside this library goes through the GOT and may
+ * name libwebsockets' definition.
+ */
+#define SELF_ALIAS(name_)                                                                    \
+	extern __typeof__(name_) self_##name_                                                \
+		__attribute__((alias(#name_), visibility("hidden")));
+SELF_ALIAS(lws_create_context)
+SELF_ALIAS(lws_create_vhost)
+SELF_ALIAS(lws_context_destroy)
+SELF_ALIAS(lws_callback_on_writable_all_protocol)
+SELF_ALIAS(lws_callback_http_dummy)
+SELF_ALIAS(lws_add_http_header_status)
+SELF_ALIAS(lws_client_connect_via_info)
+
+static void drop_self_references(void)
+{
+#define NOT_SELF(name_)                                                                      \
+	if ((void *)L.name_ == (void *)&self_##name_)                                        \
+		L.name_ = NULL;
+	NOT_SELF(lws_create_context)
+	NOT_SELF(lws_create_vhost)
+	NOT_SELF(lws_context_destroy)
+	NOT_SELF(lws_callback_on_writable_all_protocol)
+	NOT_SELF(lws_callback_http_dummy)
+	NOT_SELF(lws_add_http_header_status)
+	NOT_SELF(lws_client_connect_via_info)
 }
