@@ -590,7 +590,8 @@ def test_preload_off_is_transparent(built: None, collector: Collector) -> None:
 
 
 def test_unix_endpoint_and_source_name(built: None, tmp_path: Path) -> None:
-    """A unix datagram collector; LWSOBS_SOURCE sanitized to the src charset and 64 chars."""
+    """A unix datagram collector; LWSOBS_SOURCE sanitized to the src charset, the program name
+    cut at 32 characters, then `@host:pid` (test_shim_lws.py has the naming rules)."""
     collector = Collector(tmp_path / "collector.sock")
     name = "my app/ü:" + "x" * 80
     try:
@@ -602,7 +603,9 @@ def test_unix_endpoint_and_source_name(built: None, tmp_path: Path) -> None:
         events = collector.wait_for(has_bye, timeout=2.0)
     finally:
         collector.close()
-    src = ("my_app___:" + "x" * 80)[:64]
+    host = re.sub(r"[^A-Za-z0-9._:@-]", "_", socket.gethostname())
+    pid = f":{app.proc.pid}"
+    src = (("my_app___:" + "x" * 80)[:32] + "@" + host)[: 64 - len(pid)] + pid
     check_traffic(check_stream(events, app.proc.pid, src=src))
 
 

@@ -41,6 +41,7 @@ static lws_sorted_usec_list_t tick_sul;
 static struct lws_context *context;
 static const char *client_host = "127.0.0.1";
 static const char *client_path = "/";
+static int crashable;		/* --crashable: GET /crash dereferences NULL */
 
 /* -- server: http ---------------------------------------------------------------------------- */
 
@@ -62,6 +63,8 @@ static int cb_http(struct lws *wsi, enum lws_callback_reasons reason, void *user
 	case LWS_CALLBACK_HTTP:
 		if (!pss)
 			return -1;
+		if (crashable && !strcmp((const char *)in, "/crash"))
+			*(volatile int *)NULL = 1; /* a real fault: SIGSEGV */
 		if (!strcmp((const char *)in, "/") || !strcmp((const char *)in, "/hello")) {
 			pss->status = HTTP_STATUS_OK;
 			pss->body = "hello\n";
@@ -304,6 +307,10 @@ static void usage(const char *argv0)
 		"  --client-mode M     both (default), http (only the GET) or ws (only the echo)\n"
 		"  --seconds N         exit after N seconds (default 0: on SIGTERM/SIGINT only)\n"
 		"  --linked            wrap protocols with lwsobs_wrap_protocols()\n"
+		"  --mount DIR         an lws file server instead: no protocols of ours, DIR\n"
+		"                      mounted at / (lws's own default protocol serves it)\n"
+		"  --second-port P     a second vhost listening on 127.0.0.1:P (never used)\n"
+		"  --crashable         GET /crash makes the app crash with SIGSEGV\n"
 		"  --debug             lws notice and info logs on stderr\n",
 		argv0);
 }
@@ -312,8 +319,9 @@ int main(int argc, char **argv)
 {
 	struct lws_context_creation_info info;
 	int port = 0, client_port = 0, seconds = 0, debug = 0, n = 0, i;
-	int client_http = 1, client_ws = 1, dual_stack = 0;
-	const char *tls_cert = NULL, *tls_key = NULL;
+	int client_http = 1, client_ws = 1, dual_stack = 0, second_port = 0;
+	const char *tls_cert = NULL, *tls_key = NULL, *mount_dir = NULL;
+	static struct lws_http_mount mount;
 	struct sigaction sa;
 
 	for (i = 1; i < argc; i++) {
@@ -340,6 +348,12 @@ int main(int argc, char **argv)
 			tls_key = argv[++i];
 		else if (!strcmp(argv[i], "--seconds") && i + 1 < argc)
 			seconds = atoi(argv[++i]);
+		else if (!strcmp(argv[i], "--mount") && i + 1 < argc)
+			mount_dir = argv[++i];
+		else if (!strcmp(argv[i], "--second-port") && i + 1 < argc)
+			second_port = atoi(argv[++i]);
+		else if (!strcmp(argv[i], "--crashable"))
+			crashable = 1;
 		else if (!strcmp(argv[i], "--dual-stack"))
 			dual_stack = 1;
 		else if (!strcmp(argv[i], "--linked"))
@@ -384,6 +398,16 @@ int main(int argc, char **argv)
 	}
 	info.vhost_name = "lwsobs-test";
 	info.protocols = protocols;
+	if (mount_dir) {
+		/* the usual shape of an lws file server: mounts, no protocol list of its own */
+		mount.mountpoint = "/";
+		mount.mountpoint_len = 1;
+		mount.origin = mount_dir;
+		mount.def = "index.html";
+		mount.origin_protocol = LWSMPRO_FILE;
+		info.mounts = &mount;
+		info.protocols = NULL;
+	}
 	if (tls_cert) {
 		/* the server vhost speaks TLS only; ALPN picks h2 or http/1.1 per connection */
 		info.options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
@@ -402,6 +426,17 @@ int main(int argc, char **argv)
 	if (!context) {
 		fprintf(stderr, "lws_testapp: lws_create_context failed\n");
 		return 1;
+	}
+	if (second_port) {
+		struct lws_context_creation_info vi = info;
+
+		vi.port = second_port;
+		vi.vhost_name = "lwsobs-second";
+		if (!lws_create_vhost(context, &vi)) {
+			fprintf(stderr, "lws_testapp: second vhost failed\n");
+			lws_context_destroy(context);
+			return 1;
+		}
 	}
 	if (seconds > 0)
 		deadline_ticks = seconds * 20;
