@@ -17,7 +17,15 @@ another core than the app when there are two. The app's CPU time is read from
     shim us/callback = (CPU us/request with the shim - without, same repetition)
                        / (lines the shim sent per request)
 
-Prints a table and asserts nothing. Target (issue 4): well under 1 us per callback.
+Then the idle figure: each configuration started and left alone for a few seconds, its CPU
+time and its number of times on a CPU (all threads, from /proc/PID/task/*/schedstat, in ns)
+compared with the no-shim app of the same repetition: an idle observed app must cost what an
+idle unobserved one does (the shim's own sender thread wakes once every 2 s for a heartbeat).
+And the throughput figure as a ratio: requests (and so callbacks) per second with the shim
+over without, under the same wrk load.
+
+Prints a table and asserts nothing. Targets: well under 1 us per callback (issue 4); idle CPU
+and wake-ups x1.0 of the unobserved app, throughput ratio as close to 1 as the cost allows.
 
     .venv/bin/python bench/shim.py --quick      # < 1 min
     .venv/bin/python bench/shim.py              # ~2 min: 5 repetitions x 5 s
@@ -52,6 +60,7 @@ APP_LINKED = APP_DIR / "build" / "lws_testapp"
 CONFIGS = ("no-shim", "preload", "linked")
 BASELINE = "no-shim"
 MODES = {"quick": (2.0, 3), "full": (5.0, 5)}  # (seconds per wrk run, repetitions)
+IDLE_S = {"quick": 3.0, "full": 6.0}  # seconds an idle app is watched
 CONNECTIONS = 20
 WARMUP_S = 1.0  # wrk takes whole seconds
 SETTLE_S = 0.1  # longer than the shim's 20 ms batch timer: the window's lines have arrived
@@ -136,6 +145,72 @@ def cpu_seconds(pid: int) -> float:
         stat = f.read()
     fields = stat[stat.rindex(b")") + 2 :].split()  # after "pid (comm) "
     return (int(fields[11]) + int(fields[12])) / CLK_TCK  # fields 14 and 15 of proc(5)
+
+
+def sched_totals(pid: int) -> tuple[int, int]:
+    """(ns on a CPU, times scheduled on a CPU) summed over the process's threads."""
+    on_cpu = slices = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            fields = (task / "schedstat").read_text().split()
+        except OSError:
+            continue  # a thread that just ended
+        on_cpu += int(fields[0])
+        slices += int(fields[2])
+    return on_cpu, slices
+
+
+@dataclass
+class Idle:
+    config: str
+    rep: int
+    cpu_ns: int
+    wakeups: int
+
+
+def idle_run(config: str, rep: int, seconds: float, core: int | None) -> Idle:
+    """The app started and left alone: what it costs while nothing happens."""
+    drain = Drain()
+    with tempfile.NamedTemporaryFile(prefix="lwsobs-bench-idle-") as log:
+        proc = start_app(config, free_port(), drain.endpoint, core, log)
+        try:
+            time.sleep(WARMUP_S)
+            cpu0, n0 = sched_totals(proc.pid)
+            time.sleep(seconds)
+            cpu1, n1 = sched_totals(proc.pid)
+        finally:
+            stop_app(proc, log)
+            drain.close()
+    return Idle(config, rep, cpu1 - cpu0, n1 - n0)
+
+
+def idle_report(idles: list[Idle], configs: list[str], seconds: float) -> None:
+    base = {i.rep: i for i in idles if i.config == BASELINE}
+    print(f"\nidle app, {seconds:g} s with no traffic (ratios against no-shim, same repetition)")
+    print(f"{'configuration':<13} {'cpu us median':>14} {'cpu ratio':>22} {'wake-up ratio':>22}")
+    for config in configs:
+        mine = [i for i in idles if i.config == config]
+        cpu = [i.cpu_ns / 1e3 for i in mine]
+        ratios = [i.cpu_ns / base[i.rep].cpu_ns for i in mine if base[i.rep].cpu_ns]
+        wakes = [i.wakeups / base[i.rep].wakeups for i in mine if base[i.rep].wakeups]
+        print(
+            f"{config:<13} {statistics.median(cpu):>14,.0f} "
+            f"{spread(ratios, '.2f'):>22} {spread(wakes, '.2f'):>22}"
+        )
+
+
+def throughput_report(runs: list[Run], configs: list[str]) -> None:
+    base = {r.rep: r for r in runs if r.config == BASELINE}
+    print("\nthroughput ratio under load (req/s and so callbacks/s, with the shim / without)")
+    for config in configs:
+        if config == BASELINE:
+            continue
+        mine = [r for r in runs if r.config == config and r.rep in base]
+        ratios = [r.rps / base[r.rep].rps for r in mine]
+        cbs = [r.lines / r.seconds for r in mine]
+        print(
+            f"{config:<13} x{spread(ratios, '.2f')}   callbacks forwarded/s {spread(cbs, ',.0f')}"
+        )
 
 
 def pinned(cmd: list[str], core: int | None) -> list[str]:
@@ -381,9 +456,24 @@ def main() -> None:
         for config in configs[shift:] + configs[:shift]:
             runs.append(one_run(config, rep, seconds, cores, opts.connections))
     rows = report(runs, configs, seconds, opts.connections)
+    throughput_report(runs, configs)
+    idle_s = IDLE_S["quick" if opts.quick else "full"]
+    idles: list[Idle] = []
+    for rep in range(reps):
+        shift = rep % len(configs)
+        for config in configs[shift:] + configs[:shift]:
+            idles.append(idle_run(config, rep, idle_s, cores[0]))
+    idle_report(idles, configs, idle_s)
     if opts.json:
         opts.json.write_text(
-            json.dumps({"table": rows, "runs": [asdict(r) for r in runs]}, indent=1)
+            json.dumps(
+                {
+                    "table": rows,
+                    "runs": [asdict(r) for r in runs],
+                    "idle": [asdict(i) for i in idles],
+                },
+                indent=1,
+            )
         )
 
 

@@ -277,11 +277,14 @@ def test_source_names_are_instances_of_a_program(built: None, tmp_path: Path) ->
     collector = Collector()
     try:
         name = "my app/ü:" + "x" * 80
-        with run_app(
-            APP_PLAIN, collector.endpoint, preload=SHIM, extra_env={"LWSOBS_SOURCE": name}
-        ) as one, run_app(
-            APP_PLAIN, collector.endpoint, preload=SHIM, extra_env={"LWSOBS_SOURCE": name}
-        ) as two:
+        with (
+            run_app(
+                APP_PLAIN, collector.endpoint, preload=SHIM, extra_env={"LWSOBS_SOURCE": name}
+            ) as one,
+            run_app(
+                APP_PLAIN, collector.endpoint, preload=SHIM, extra_env={"LWSOBS_SOURCE": name}
+            ) as two,
+        ):
             assert curl(f"{one.url}/") == curl(f"{two.url}/") == "hello\n"
         with run_app(
             APP_PLAIN, collector.endpoint, preload=SHIM, extra_env={"LWSOBS_SOURCE": "svc@rack7"}
