@@ -91,6 +91,10 @@ def _run(cmd: Sequence[str], what: str) -> None:
 
 @pytest.fixture(scope="module")
 def built() -> None:
+    build_all()
+
+
+def build_all() -> None:
     """Build the shim and the test app (plain and ASan); fail, never skip, when tools lack."""
     missing = [tool for tool in ("make", "cc", "pkg-config", "curl") if not shutil.which(tool)]
     if missing:

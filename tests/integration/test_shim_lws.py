@@ -17,6 +17,7 @@ Other lws versions (4.3 to 5.0) are verified by hand against real builds: see sh
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -25,6 +26,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,9 +38,8 @@ from tests.integration.test_shim import (
     APP_TIMEOUT_S,
     SHIM,
     Collector,
-    built,  # noqa: F401  (the module fixture that builds shim and app)
+    build_all,
     check_clean_exit,
-    collector,  # noqa: F401
     curl,
     run_app,
     websocket_echo,
@@ -52,6 +53,18 @@ WSI_CREATE, WSI_DESTROY, HTTP_FILE_COMPLETION = 29, 30, 15
 CLIENT_HTTP_BIND_PROTOCOL, HTTP_CONFIRM_UPGRADE = 85, 86
 
 Line = dict[str, Any]
+
+
+@pytest.fixture(scope="module")
+def built() -> None:
+    build_all()
+
+
+@pytest.fixture
+def collector() -> Iterator[Collector]:
+    c = Collector()
+    yield c
+    c.close()
 
 
 def lines(c: Collector) -> list[Line]:
@@ -176,10 +189,8 @@ def test_crash_sends_last_lines_and_dies_the_same(built: None, collector: Collec
     with run_app(APP_PLAIN, collector.endpoint, "--crashable", preload=SHIM) as app:
         with socket.create_connection(("127.0.0.1", app.port), timeout=5) as s:
             s.sendall(b"GET /crash HTTP/1.1\r\nHost: x\r\n\r\n")
-            try:
+            with contextlib.suppress(OSError):
                 s.recv(100)
-            except OSError:
-                pass
         app.proc.wait(timeout=APP_TIMEOUT_S)
     assert app.returncode == -signal.SIGSEGV, app.stderr
     got = wait_lines(collector, lambda g: bool(g) and g[-1]["r"] == FATAL)
@@ -201,10 +212,8 @@ def test_crash_handler_leaves_the_apps_own_alone(built: None, collector: Collect
     ) as app:
         with socket.create_connection(("127.0.0.1", app.port), timeout=5) as s:
             s.sendall(b"GET /crash HTTP/1.1\r\nHost: x\r\n\r\n")
-            try:
+            with contextlib.suppress(OSError):
                 s.recv(100)
-            except OSError:
-                pass
         app.proc.wait(timeout=APP_TIMEOUT_S)
     assert app.returncode == -signal.SIGSEGV
     time.sleep(0.1)
@@ -245,9 +254,9 @@ def _poll_calls(preload: Path | None, endpoint: str) -> tuple[int, int]:
     env["LWSOBS_ENDPOINT"] = endpoint
     if preload is not None:
         env["LD_PRELOAD"] = str(preload)
+    app = [str(APP_PLAIN), "--port", "0", "--seconds", "2"]
     trace = subprocess.run(
-        [strace, "-f", "-e", "trace=poll", "-o", "/dev/stderr", str(APP_PLAIN), "--port", "0"]
-        + ["--seconds", "2"],
+        [strace, "-f", "-e", "trace=poll", "-o", "/dev/stderr", *app],
         env=env,
         capture_output=True,
         text=True,
@@ -271,28 +280,20 @@ def test_idle_app_polls_as_without_the_shim(built: None, collector: Collector) -
     assert any(x["r"] == HEARTBEAT for x in got), "the heartbeat comes from our own thread"
 
 
-def test_source_names_are_instances_of_a_program(built: None, tmp_path: Path) -> None:
+def test_source_names_are_instances_of_a_program(built: None, collector: Collector) -> None:
     """LWSOBS_SOURCE names the program: `@host:pid` keeps two processes apart; 32 chars kept."""
     host = re.sub(r"[^A-Za-z0-9._:@-]", "_", socket.gethostname())
-    collector = Collector()
-    try:
-        name = "my app/ü:" + "x" * 80
-        with (
-            run_app(
-                APP_PLAIN, collector.endpoint, preload=SHIM, extra_env={"LWSOBS_SOURCE": name}
-            ) as one,
-            run_app(
-                APP_PLAIN, collector.endpoint, preload=SHIM, extra_env={"LWSOBS_SOURCE": name}
-            ) as two,
-        ):
-            assert curl(f"{one.url}/") == curl(f"{two.url}/") == "hello\n"
-        with run_app(
-            APP_PLAIN, collector.endpoint, preload=SHIM, extra_env={"LWSOBS_SOURCE": "svc@rack7"}
-        ) as three:
-            pass
-        got = wait_lines(collector, lambda g: sum(x["r"] == BYE for x in g) >= 3)
-    finally:
-        collector.close()
+    name = "my app/ü:" + "x" * 80
+    env = {"LWSOBS_SOURCE": name}
+    with (
+        run_app(APP_PLAIN, collector.endpoint, preload=SHIM, extra_env=env) as one,
+        run_app(APP_PLAIN, collector.endpoint, preload=SHIM, extra_env=env) as two,
+    ):
+        assert curl(f"{one.url}/") == curl(f"{two.url}/") == "hello\n"
+    env = {"LWSOBS_SOURCE": "svc@rack7"}
+    with run_app(APP_PLAIN, collector.endpoint, preload=SHIM, extra_env=env) as three:
+        pass
+    got = wait_lines(collector, lambda g: sum(x["r"] == BYE for x in g) >= 3)
     prog = ("my_app___:" + "x" * 80)[:32]
     expected = {
         f"{prog}@{host}"[: 64 - 1 - len(str(p.proc.pid))] + f":{p.proc.pid}" for p in (one, two)
@@ -304,17 +305,15 @@ def test_source_names_are_instances_of_a_program(built: None, tmp_path: Path) ->
         assert [x["seq"] for x in mine] == list(range(len(mine))), src
 
 
-@pytest.mark.parametrize("program", ["a" * 40])
-def test_default_source_keeps_32_characters(built: None, tmp_path: Path, program: str) -> None:
+def test_default_source_keeps_32_characters(
+    built: None, collector: Collector, tmp_path: Path
+) -> None:
     """The program name is no longer cut at 24 characters (the label keeps 32)."""
+    program = "a" * 40
     binary = tmp_path / program
     shutil.copy(APP_PLAIN, binary)
-    collector = Collector()
-    try:
-        with run_app(binary, collector.endpoint, preload=SHIM) as app:
-            pass
-        got = wait_lines(collector, ends_with_bye)
-    finally:
-        collector.close()
+    with run_app(binary, collector.endpoint, preload=SHIM) as app:
+        pass
+    got = wait_lines(collector, ends_with_bye)
     assert got[0]["src"].startswith(program[:32] + "@")
     assert got[0]["src"].endswith(f":{app.proc.pid}")
