@@ -135,6 +135,8 @@ typedef struct lws *(*connect_fn)(const struct lws_client_connect_info *);
 	  (struct lws *, unsigned int, unsigned char **, unsigned char *))                   \
 	X(1, struct lws *, lws_client_connect_via_info, (const struct lws_client_connect_info *)) \
 	X(0, struct lws_vhost *, lws_get_vhost_by_name, (struct lws_context *, const char *)) \
+	X(0, int, lws_vhost_foreach_listen_wsi,                                              \
+	  (struct lws_context *, void *, int (*)(struct lws_dll2 *, void *)))                \
 	X(0, const char *, lws_wsi_tag, (struct lws *))
 
 #define API_FIELD(req_, ret_, name_, args_) ret_(*name_) args_;
@@ -677,6 +679,7 @@ struct pseudo_args {
 	const struct lws *wsi;
 	const char *vh;
 	int port;   /* LISTEN */
+	int count;  /* LISTEN: listen sockets the vhost opened, -1 when lws cannot tell (4.1) */
 	int status; /* HTTP_STATUS */
 	int sig;    /* FATAL */
 };
@@ -718,6 +721,10 @@ static size_t pseudo_tail(char *buf, size_t cap, int r, const struct pseudo_args
 	case PSEUDO_LISTEN:
 		w_key(&b, "port");
 		w_i64(&b, a ? a->port : 0);
+		if (a && a->count > 0) {
+			w_key(&b, "n");
+			w_i64(&b, a->count);
+		}
 		break;
 	case PSEUDO_HTTP_STATUS:
 		w_key(&b, "status");
@@ -1737,17 +1744,42 @@ API int lwsobs_enabled(void)
 			*(void **)&L.name_ = dlsym(RTLD_NEXT, #name_);                       \
 	} while (0)
 
-/* LISTEN for a vhost that listens on a port (vhosts sharing a port share one socket) */
-static void vhost_created(struct lws_context *ctx, struct lws_vhost *vh)
+static int count_listen(struct lws_dll2 *d, void *user)
 {
-	struct pseudo_args a = { .ctx = ctx };
+	(void)d;
+	(*(int *)user)++;
+	return 0;
+}
+
+/* every listen socket of the context (an IPv4 and an IPv6 one per port, on 5.0): -1 unknown */
+static int listen_sockets(struct lws_context *ctx)
+{
+	int n = 0;
+
+	if (!L.lws_vhost_foreach_listen_wsi || !ctx)
+		return -1;
+	L.lws_vhost_foreach_listen_wsi(ctx, &n, count_listen);
+	return n;
+}
+
+/*
+ * LISTEN for a vhost that listens on a port (vhosts sharing a port share one socket); where lws
+ * can enumerate listen sockets (4.3+), `n` says how many this vhost opened (before: `before`).
+ */
+static void vhost_created(struct lws_context *ctx, struct lws_vhost *vh, int before)
+{
+	struct pseudo_args a = { .ctx = ctx, .count = -1 };
+	int after;
 
 	if (!vh || !observing())
 		return;
+	after = listen_sockets(ctx);
+	if (before >= 0 && after >= before)
+		a.count = after - before;
 	a.port = L.lws_get_vhost_listen_port(vh);
 	a.vh = L.lws_get_vhost_name(vh);
 	t_vhosts_created++;
-	if (a.port > 0)
+	if (a.port > 0 && a.count != 0) /* 0: it shares an earlier vhost's socket */
 		emit_pseudo(PSEUDO_LISTEN, &a, 0);
 }
 
@@ -1778,7 +1810,7 @@ API struct lws_context *lws_create_context(const struct lws_context_creation_inf
 	pthread_mutex_unlock(&g.lock);
 	/* the default vhost, when lws created it without going through our lws_create_vhost */
 	if (t_vhosts_created == before && L.lws_get_vhost_by_name)
-		vhost_created(ctx, L.lws_get_vhost_by_name(ctx, "default"));
+		vhost_created(ctx, L.lws_get_vhost_by_name(ctx, "default"), -1);
 	return ctx;
 }
 
@@ -1788,6 +1820,7 @@ API struct lws_vhost *lws_create_vhost(struct lws_context *context,
 	unsigned char copy[INFO_COPY_MAX] __attribute__((aligned(16)));
 	const struct lws_context_creation_info *use = info;
 	struct lws_vhost *vh;
+	int before;
 
 	REAL(lws_create_vhost);
 	if (!L.lws_create_vhost)
@@ -1796,8 +1829,9 @@ API struct lws_vhost *lws_create_vhost(struct lws_context *context,
 		return L.lws_create_vhost(context, info);
 	if (copy_info(info, copy))
 		use = (const struct lws_context_creation_info *)copy;
+	before = listen_sockets(context);
 	vh = L.lws_create_vhost(context, use);
-	vhost_created(context, vh);
+	vhost_created(context, vh, before);
 	return vh;
 }
 
