@@ -149,6 +149,8 @@ class _SourceState:
     label: str
     contexts: dict[str, _ContextState] = field(default_factory=dict)
     uncertain: bool = False  # lines were lost: its contexts are (and will be) uncertain
+    host: str | None = None  # from its HELLO
+    silent: bool = False  # declared silent and not heard since
 
 
 class LwsDecoder:
@@ -225,6 +227,9 @@ class LwsDecoder:
         source = self._sources.get(src)
         if source is None:
             return
+        source.silent = True
+        self._recent = None  # its next event goes through _source, which clears `silent`
+        self._recent_context = None
         for state in source.contexts.values():
             for known in state.wsis.values():
                 if known.wsi is not None and known.wsi.live:
@@ -238,6 +243,7 @@ class LwsDecoder:
         if source is None:
             return self._new_source(src)
         if source is not self._recent:  # a run of events from one source moves nothing
+            source.silent = False
             self._recent = source
             self._heard.move_to_end(src)
             if not source.contexts:
@@ -276,6 +282,20 @@ class LwsDecoder:
                 self.tracker.flag(wsi, now, LeakRule.SOURCE_LOST)
             self._end_context(src, source, key, now, counted=False)
         self._forget(src)
+
+    def _previous_runs_gone(self, hello: Event) -> None:
+        """A new instance of a program (the shim names each process `name@host:pid`) while
+        an older instance of it on the same host has gone silent: that run is over. Its wsis,
+        suspects since the silence, leave the live table without a certain finding."""
+        label = source_label(hello.src)
+        gone = [
+            (src, old)
+            for src, old in self._sources.items()
+            if old.silent and old.label == label and old.host == hello.host
+        ]
+        for src, old in gone:
+            self._give_up(src, old)
+            self.stats["previous_runs_ended"] += 1
 
     def _forget(self, src: str) -> None:
         self._recent_context = None
@@ -336,7 +356,9 @@ class LwsDecoder:
             if event.src in self._sources:  # a restart under the same name: the old process died
                 self._end_contexts(event.src, event.t)
                 self._forget(event.src)
-            self._source(event.src)
+            else:
+                self._previous_runs_gone(event)
+            self._source(event.src).host = event.host
         elif r == PseudoEvent.CONTEXT_DESTROY_BEGIN:
             self.tracker.context_closing(self._context(event).ctx)
         elif r == PseudoEvent.CONTEXT_DESTROYED:
