@@ -275,7 +275,8 @@ def test_idle_app_polls_as_without_the_shim(built: None, collector: Collector) -
     assert plain > 10, "the app's own 50 ms tick"
     # the same timers, so the same wake-ups (a little slack for the run's own jitter)
     assert shimmed <= plain * 1.1 + 3, (plain, shimmed)
-    assert shimmed_zero <= plain_zero * 1.1 + 3, (plain_zero, shimmed_zero)
+    # no tight loop of zero-timeout polls (a loaded machine adds a few of its own either way)
+    assert shimmed_zero <= plain_zero * 1.5 + 10, (plain_zero, shimmed_zero)
     got = wait_lines(collector, lambda g: sum(x["r"] == BYE for x in g) >= 1)
     assert any(x["r"] == HEARTBEAT for x in got), "the heartbeat comes from our own thread"
 
