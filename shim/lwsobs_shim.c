@@ -166,9 +166,23 @@ struct wrapped {
 	struct lws_protocols *wrap; /* the copy handed to lws (n entries + terminator) */
 };
 
-/* the header tokens lws numbers differently per version and build: found by name at start */
+/*
+ * The request-line tokens, by the name lws_token_to_string() gives them, and the method each
+ * stands for.  lws numbers them differently per version and build: found by name at start.
+ */
+static const struct {
+	const char *token, *method;
+} g_verbs[] = {
+	{ "get ", "GET" },	   { "post ", "POST" },	      { "head ", "HEAD" },
+	{ "put ", "PUT" },	   { "patch ", "PATCH" },     { "delete ", "DELETE" },
+	{ "options ", "OPTIONS" }, { "connect ", "CONNECT" },
+};
+#define N_VERBS (sizeof(g_verbs) / sizeof(g_verbs[0]))
+
 struct tokens {
-	int get, post, head, put, patch, del, options, connect, method;
+	int verb[N_VERBS]; /* the token of g_verbs[i], -1 where this lws has none */
+	int get;	   /* = verb[0]: the path of an upgrade request */
+	int method;	   /* ":method" (h2) */
 };
 
 static struct {
@@ -963,28 +977,17 @@ static void find_tokens(void)
 	memset(t, -1, sizeof(*t));
 	for (i = 0; i < MAX_TOKENS; i++) {
 		const char *s = (const char *)L.lws_token_to_string((enum lws_token_indexes)i);
+		size_t v;
 
 		if (!s)
 			break;
-		if (!strcmp(s, "get "))
-			t->get = i;
-		else if (!strcmp(s, "post "))
-			t->post = i;
-		else if (!strcmp(s, "head "))
-			t->head = i;
-		else if (!strcmp(s, "put "))
-			t->put = i;
-		else if (!strcmp(s, "patch "))
-			t->patch = i;
-		else if (!strcmp(s, "delete "))
-			t->del = i;
-		else if (!strcmp(s, "options "))
-			t->options = i;
-		else if (!strcmp(s, "connect "))
-			t->connect = i;
-		else if (!strcmp(s, ":method"))
+		if (!strcmp(s, ":method"))
 			t->method = i;
+		for (v = 0; v < N_VERBS; v++)
+			if (!strcmp(s, g_verbs[v].token))
+				t->verb[v] = i;
 	}
+	t->get = t->verb[0];
 }
 
 /* -- init, fork, exit ------------------------------------------------------------------------ */
@@ -1235,23 +1238,11 @@ static int has_token(struct lws *wsi, int tok)
 static const char *request_method(struct lws *wsi, char *buf, size_t cap)
 {
 	const struct tokens *t = &g.tok;
+	size_t v;
 
-	if (has_token(wsi, t->get))
-		return "GET";
-	if (has_token(wsi, t->post))
-		return "POST";
-	if (has_token(wsi, t->head))
-		return "HEAD";
-	if (has_token(wsi, t->put))
-		return "PUT";
-	if (has_token(wsi, t->patch))
-		return "PATCH";
-	if (has_token(wsi, t->del))
-		return "DELETE";
-	if (has_token(wsi, t->options))
-		return "OPTIONS";
-	if (has_token(wsi, t->connect))
-		return "CONNECT";
+	for (v = 0; v < N_VERBS; v++)
+		if (has_token(wsi, t->verb[v]))
+			return g_verbs[v].method;
 	if (has_token(wsi, t->method) &&
 	    L.lws_hdr_copy(wsi, buf, (int)cap, (enum lws_token_indexes)t->method) > 0)
 		return buf;
