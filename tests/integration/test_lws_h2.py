@@ -5,7 +5,7 @@ h2load runs 20 requests as 4 concurrent streams on each of 2 connections, curl o
 HTTP/2 and one over HTTP/1.1. A tee between the shim and the service keeps the raw callbacks,
 so the test holds both the callback order lws really sends and the service's view of it.
 
-The order observed on 4.1.6 (it matches shared/reference/lws-lifecycle.md 2.4):
+The order observed on 4.1.6 (it matches docs/lws-lifecycle.md, "HTTP/2"):
   nwsi    17(L) 29 (fd -1) 19 (fd) ... 5 CLOSED_HTTP, 30 (fd still set)
   stream  29 (fd -1, no nwsi yet) 18 (nwsi set) 49 12 16.. 50 "__lws_close_free_wsi" (nwsi set)
           5 CLOSED_HTTP, 30 (both detached: no nwsi); never 17 or 19, never a keep-alive

@@ -5,7 +5,7 @@ runs the app as a server on a free loopback port with LWSOBS_ENDPOINT pointing a
 of this test, drives it with curl and a raw websocket handshake, stops it with SIGTERM, and
 holds every datagram to wire-v1 (lwsobs.ingest.wire.parse_datagram): no rejection, seq from 0
 without a gap, HELLO first, BYE last, and the callback orders of
-shared/reference/lws-lifecycle.md section 2 with consistent wsi pointers.
+docs/lws-lifecycle.md with consistent wsi pointers.
 
 Needs gcc, make, pkg-config, libwebsockets-dev and curl (scripts/system-deps installs them).
 """
