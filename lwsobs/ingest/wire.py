@@ -1,4 +1,4 @@
-"""Parse wire-v1 NDJSON (shared/spec/wire-v1.md) into Events, or say why a line was refused.
+"""Parse wire-v1 NDJSON (docs/wire.md) into Events, or say why a line was refused.
 
 The producer lives outside this process, so nothing it sends may raise here: each line becomes
 exactly one Event or one Rejection, judged alone, so a bad line never spoils its neighbours. A
@@ -34,6 +34,9 @@ class PseudoEvent(IntEnum):
     CONTEXT_DESTROY_BEGIN = -3  # lws_context_destroy(ctx) called
     CONTEXT_DESTROYED = -4  # lws_context_destroy(ctx) returned: live wsis of ctx are leaks
     BYE = -5  # clean exit: like CONTEXT_DESTROYED for all contexts, then the source is forgotten
+    LISTEN = -6  # a vhost listens: ctx, vh, port and (lws 4.3+) n, the sockets it opened
+    HTTP_STATUS = -7  # a server response status is written (also lws's own refusals): wsi, status
+    FATAL = -8  # the process dies from signal `sig`: the lines before this are its last
 
 
 HELLO: Final = PseudoEvent.HELLO
@@ -41,6 +44,9 @@ HEARTBEAT: Final = PseudoEvent.HEARTBEAT
 CONTEXT_DESTROY_BEGIN: Final = PseudoEvent.CONTEXT_DESTROY_BEGIN
 CONTEXT_DESTROYED: Final = PseudoEvent.CONTEXT_DESTROYED
 BYE: Final = PseudoEvent.BYE
+LISTEN: Final = PseudoEvent.LISTEN
+HTTP_STATUS: Final = PseudoEvent.HTTP_STATUS
+FATAL: Final = PseudoEvent.FATAL
 
 
 class RejectReason(StrEnum):
@@ -105,10 +111,17 @@ class Event:
     err: str | None = None
     status: int | None = None
     child: str | None = None
+    port: int | None = None  # 17, 30, LISTEN: the listen port; a client's first line: its target
+    addr: str | None = None  # a client's first line: the host it connects to
+    n: int | None = None  # LISTEN: listen sockets the vhost opened (lws 4.3+)
+    sig: int | None = None  # FATAL
     # HELLO
     lws: str | None = None
     pid: int | None = None
     host: str | None = None
+    shim: str | None = None  # the shim's version
+    hb: int | None = None  # the heartbeat interval, ms
+    unobserved: str | None = None  # why the shim passes through: no callbacks will follow
 
 
 EVENT_FIELDS: Final = tuple(f.name for f in dataclasses.fields(Event))
@@ -275,6 +288,10 @@ _OPTIONAL: Final[Mapping[str, Callable[[object], object]]] = {
     "drop": _int,
     "status": _int,
     "pid": _int,
+    "port": _int,
+    "n": _int,
+    "sig": _int,
+    "hb": _int,
     "ssl": _bool,
     "fake": _bool,
     "vh": _text,
@@ -289,6 +306,9 @@ _OPTIONAL: Final[Mapping[str, Callable[[object], object]]] = {
     "err": _text,
     "lws": _text,
     "host": _text,
+    "addr": _text,
+    "shim": _text,
+    "unobserved": _text,
 }
 
 

@@ -1,4 +1,4 @@
-"""An independent judge of wire-v1 lines, written from shared/spec/wire-v1.md alone.
+"""An independent judge of wire-v1 lines, written from docs/wire.md alone.
 
 The fuzz tests compare its verdict with what the pipeline counted, line by line or summed: if
 lwsobs.ingest.wire rejects a line for another reason than the spec gives, or accepts a line the
@@ -17,10 +17,13 @@ MAX_LINE = 16 * 1024
 INT64 = (-(1 << 63), (1 << 63) - 1)
 SRC = re.compile(r"[A-Za-z0-9._:@-]{1,64}\Z")
 HEX = re.compile(r"(0[xX])?[0-9A-Fa-f]{1,16}\Z")
-INTS = {"fd", "afd", "mono", "drop", "status", "pid"}
+INTS = {"fd", "afd", "mono", "drop", "status", "pid", "port", "n", "sig", "hb"}
 BOOLS = {"ssl", "fake"}
 HEXES = {"ctx", "wsi", "nwsi", "parent", "child"}
-TEXTS = {"vh", "pcol", "tag", "uri", "method", "peer", "upg", "sub", "why", "err", "lws", "host"}
+TEXTS = {
+    *("vh", "pcol", "tag", "uri", "method", "peer", "upg", "sub", "why", "err", "lws", "host"),
+    *("addr", "shim", "unobserved"),
+}
 
 
 class _Big:

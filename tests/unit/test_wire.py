@@ -1,4 +1,4 @@
-"""wire-v1 parsing: every rule of shared/spec/wire-v1.md, line by line and datagram by datagram."""
+"""wire-v1 parsing: every rule of docs/wire.md, line by line and datagram by datagram."""
 
 from __future__ import annotations
 
@@ -14,8 +14,11 @@ from lwsobs.ingest.wire import (
     CONTEXT_DESTROY_BEGIN,
     CONTEXT_DESTROYED,
     EVENT_FIELDS,
+    FATAL,
     HEARTBEAT,
     HELLO,
+    HTTP_STATUS,
+    LISTEN,
     MAX_LINE_BYTES,
     MAX_TEXT_BYTES,
     Event,
@@ -34,11 +37,11 @@ I64_MIN = -(1 << 63)
 
 # every optional field of the spec's tables, by type
 HEX_FIELDS = ("ctx", "wsi", "nwsi", "parent", "child")
-INT_FIELDS = ("fd", "afd", "mono", "drop", "status", "pid")
+INT_FIELDS = ("fd", "afd", "mono", "drop", "status", "pid", "port", "n", "sig", "hb")
 BOOL_FIELDS = ("ssl", "fake")
 TEXT_FIELDS = (
     *("vh", "pcol", "tag", "uri", "method", "peer", "upg", "sub", "why", "err"),
-    *("lws", "host"),
+    *("lws", "host", "addr", "shim", "unobserved"),
 )
 OPTIONAL = HEX_FIELDS + INT_FIELDS + BOOL_FIELDS + TEXT_FIELDS
 
@@ -111,6 +114,13 @@ def test_full_line() -> None:
         "err": "HS: ACCEPT missing",
         "lws": "4.3.3-v4.3.3",
         "host": "box",
+        "port": 7681,
+        "n": 2,
+        "sig": 11,
+        "hb": 2000,
+        "addr": "example.com",
+        "shim": "2",
+        "unobserved": "libwebsockets 3.2.0 not supported (4.1 to 5.0 are)",
     }
     ev = event(line(**full))
     assert (ev.ctx, ev.wsi, ev.nwsi, ev.parent, ev.child) == (
@@ -338,11 +348,13 @@ def test_the_same_pointer_in_two_formats_compares_equal() -> None:
     ids=lambda x: repr(x)[:30],
 )
 def test_texts_are_cut_at_1_kib_of_utf8(raw: str, kept: str) -> None:
-    ev = event(line(**dict.fromkeys(TEXT_FIELDS, raw)))
-    for name in TEXT_FIELDS:
-        value = getattr(ev, name)
-        assert value == kept
-        assert len(value.encode()) <= MAX_TEXT_BYTES
+    half = len(TEXT_FIELDS) // 2  # all of them at once would pass the 16 KiB line limit
+    for names in (TEXT_FIELDS[:half], TEXT_FIELDS[half:]):
+        ev = event(line(**dict.fromkeys(names, raw)))
+        for name in names:
+            value = getattr(ev, name)
+            assert value == kept
+            assert len(value.encode()) <= MAX_TEXT_BYTES
 
 
 def test_a_lone_surrogate_escape_becomes_visible_text() -> None:
@@ -532,12 +544,16 @@ def test_the_16_kib_limit_is_per_line_not_per_datagram() -> None:
 
 def test_pseudo_event_numbers() -> None:
     assert (HELLO, HEARTBEAT, CONTEXT_DESTROY_BEGIN, CONTEXT_DESTROYED, BYE) == (-1, -2, -3, -4, -5)
+    assert (LISTEN, HTTP_STATUS, FATAL) == (-6, -7, -8)
     assert [p.name for p in PseudoEvent] == [
         "HELLO",
         "HEARTBEAT",
         "CONTEXT_DESTROY_BEGIN",
         "CONTEXT_DESTROYED",
         "BYE",
+        "LISTEN",
+        "HTTP_STATUS",
+        "FATAL",
     ]
 
 
