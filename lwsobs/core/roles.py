@@ -53,6 +53,18 @@ class EndReason(StrEnum):
     DESTROYED = "destroyed"  # the normal end: WSI_DESTROY / connection_lost
     SHUTDOWN = "shutdown"  # ended by a graceful shutdown of its context or of lwsobs
     LEAKED = "leaked"  # flagged by a leak rule
+    ABANDONED = "abandoned"  # its producer process is gone: no verdict, it simply ended with it
+
+
+class AbandonReason(StrEnum):
+    """Why the wsis of a producer were abandoned: how the service knows the process is gone.
+
+    A process that died is not an app that leaked: its wsis end with it and are counted apart.
+    """
+
+    CRASHED = "crashed"  # the shim reported a fatal signal (FATAL) as the process died
+    EXITED = "exited"  # its pid is gone from this host, or a new run of it replaced a silent one
+    EXPIRED = "expired"  # silent for longer than the source expiry: presumed gone
 
 
 CODE_CLASSES = ("none", "1xx", "2xx", "3xx", "4xx", "5xx")

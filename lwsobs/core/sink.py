@@ -27,6 +27,16 @@ class Sink(Protocol):
     def wsi_destroyed(self, wsi: Wsi) -> None:
         """The wsi got its WSI_DESTROY (also after an earlier suspect flag) and left the table."""
 
+    def wsi_left(self, wsi: Wsi) -> None:
+        """The wsi left the live table, whichever way (`end_reason` says which); called once
+        per wsi, so created, upgrades and these balance the live count per role."""
+
+    def wsi_abandoned(self, wsi: Wsi, reason: str) -> None:
+        """The wsi's producer is gone (an AbandonReason): it left the table with no verdict."""
+
+    def transaction_refused(self, txn: Transaction) -> None:
+        """A request the producer answered itself with no callback (lws refusing a request)."""
+
 
 class BaseSink:
     """No-op implementations; the Tracker does not even call the ones a sink leaves alone."""
@@ -47,4 +57,13 @@ class BaseSink:
         pass
 
     def wsi_destroyed(self, wsi: Wsi) -> None:
+        pass
+
+    def wsi_left(self, wsi: Wsi) -> None:
+        pass
+
+    def wsi_abandoned(self, wsi: Wsi, reason: str) -> None:
+        pass
+
+    def transaction_refused(self, txn: Transaction) -> None:
         pass

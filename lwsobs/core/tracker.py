@@ -19,9 +19,9 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, Final
 
 from lwsobs.core.hotpath import TrackerBase
-from lwsobs.core.model import Context, Peer, Wsi
+from lwsobs.core.model import Context, Peer, Transaction, Wsi
 from lwsobs.core.policy import NS, LeakPolicy
-from lwsobs.core.roles import SUSPECT_RULES, EndReason, LeakRule, Role
+from lwsobs.core.roles import SUSPECT_RULES, AbandonReason, EndReason, LeakRule, Role
 from lwsobs.core.sink import BaseSink, Sink
 
 DEFAULT_MAX_WSIS: Final = 1_000_000
@@ -100,7 +100,8 @@ class Tracker(TrackerBase):
             return [
                 getattr(s, name)
                 for s in self._sinks
-                if getattr(type(s), name, None) is not getattr(BaseSink, name)
+                # sinks written before a callback existed simply do not get it
+                if getattr(type(s), name, None) not in (None, getattr(BaseSink, name))
             ]
 
         self._on_open = bound("wsi_opened")
@@ -109,6 +110,9 @@ class Tracker(TrackerBase):
         self._on_flag = bound("wsi_flagged")
         self._on_span_end = bound("wsi_span_ended")
         self._on_destroy = bound("wsi_destroyed")
+        self._on_left = bound("wsi_left")
+        self._on_abandon = bound("wsi_abandoned")
+        self._on_refuse = bound("transaction_refused")
 
     def context(self, source: str, name: str) -> Context:
         """The live context (source, name), created on first use.
@@ -232,6 +236,54 @@ class Tracker(TrackerBase):
             cb(wsi)
         return True
 
+    def abandon(self, wsi: Wsi, now: int, reason: AbandonReason) -> bool:
+        """The wsi's producer process is gone: the wsi ends with it, as `abandoned`.
+
+        No leak verdict: a crashed or exited app did not leak, its wsis died with it. A suspect
+        (silent source) that is abandoned keeps its flag; its span already ended. Returns False
+        if the wsi had already ended.
+        """
+        if wsi.end_ns is not None:
+            return False
+        if wsi.txn is not None:
+            self._end_transaction(wsi, wsi.txn, now, None, None, "abandoned")
+        self._remove(wsi, now, EndReason.ABANDONED)
+        extra = wsi.extra
+        if extra.attrs is None:
+            extra.attrs = {}
+        extra.attrs["lws.abandoned.reason"] = reason.value
+        for cb in self._on_abandon:
+            cb(wsi, reason.value)
+        if wsi.leak is None:
+            self._end_span(wsi, now)
+        return True
+
+    def refused(self, wsi: Wsi, now: int, status: int) -> Transaction | None:
+        """A request the producer answered itself, with no callback of its own (lws refusing
+        the second request of a pipelined burst with 403): a transaction that starts and ends
+        now with `status`, marked `refused`. Only on a wsi with no transaction open."""
+        if wsi.end_ns is not None or wsi.txn is not None:
+            return None
+        txn = self.bind(wsi, now)
+        if txn is None:
+            return None
+        self._end_transaction(wsi, txn, now, status, None, "refused")
+        for cb in self._on_refuse:
+            cb(txn)
+        return txn
+
+    def annotate(self, wsi: Wsi, key: str, value: Any) -> None:
+        """Set a span attribute of the wsi learnt after it opened (a pointer, a target)."""
+        extra = wsi.extra
+        if extra.attrs is None:
+            extra.attrs = {}
+        extra.attrs[key] = value
+
+    def carried(self, network: Wsi) -> None:
+        """A transaction began on one of `network`'s streams (h2): the connection carries it,
+        so its transaction count (span attribute, per-wsi histogram) includes it."""
+        network.transactions += 1
+
     def flag(self, wsi: Wsi, now: int, rule: LeakRule) -> bool:
         """A leak rule fired for `wsi`. Each wsi is flagged (and counted) at most once.
 
@@ -321,6 +373,20 @@ class Tracker(TrackerBase):
             del self._contexts[key]
         return leftovers
 
+    def context_abandoned(self, context: Context, now: int, reason: AbandonReason) -> list[Wsi]:
+        """The process behind the context is gone: every live wsi is abandoned (no verdict)
+        and the context ends. Returns the wsis that were still live."""
+        leftovers = [w for live in context.live.values() for w in live]
+        leftovers.sort(key=lambda w: w.serial)
+        for wsi in leftovers:
+            self.abandon(wsi, now, reason)
+        context.destroyed = True
+        self.suspects.pop(context, None)
+        key = (context.origin, context.name)
+        if self._contexts.get(key) is context:
+            del self._contexts[key]
+        return leftovers
+
     def shutdown(self, now: int) -> None:
         """lwsobs itself stops gracefully: every open span ends as 'shutdown', nothing flagged."""
         for ctx in list(self._contexts.values()):
@@ -376,6 +442,8 @@ class Tracker(TrackerBase):
         wsi.end_ns = now
         wsi.end_reason = reason.value
         self.live_total -= 1
+        for cb in self._on_left:
+            cb(wsi)
         # Ended wsis stay referenced by the wheel (until their slot is due, an hour for h1)
         # and the eviction order: drop them once they outnumber the live ones.
         keep = 2 * self.live_total + _STALE_SLACK

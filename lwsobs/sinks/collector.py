@@ -31,7 +31,8 @@ ExtraFamilies = Callable[[], Iterable[Metric]]
 COUNTERS: tuple[tuple[str, str, tuple[str, ...], str], ...] = (
     (
         "lwsobs_wsi_created",
-        "wsis created, by the role they started in",
+        "wsis created, by the role they started in (per role: created + upgrades in"
+        " - upgrades out - ended = live)",
         ("source", "role"),
         "created",
     ),
@@ -64,6 +65,25 @@ COUNTERS: tuple[tuple[str, str, tuple[str, ...], str], ...] = (
         "leak suspects that got their WSI_DESTROY after all",
         ("source", "role", "rule"),
         "resolved",
+    ),
+    (
+        "lwsobs_wsi_ended",
+        "wsis that left the live table, by their role then and how they ended"
+        " (destroyed, shutdown, leaked, abandoned)",
+        ("source", "role", "end"),
+        "ended",
+    ),
+    (
+        "lwsobs_wsi_abandoned",
+        "wsis that ended with their producer process (crashed, exited, expired): not leaks",
+        ("source", "role", "reason"),
+        "abandoned",
+    ),
+    (
+        "lwsobs_transactions_refused",
+        "requests the producer answered itself with no callback (also in lwsobs_transactions)",
+        ("source", "role"),
+        "refused",
     ),
 )
 

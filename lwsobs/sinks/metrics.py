@@ -89,6 +89,9 @@ class MetricsSink(TransactionCountingBase, NullSink):
         self.upgrades: dict[tuple[str, Role, Role], int] = defaultdict(int)
         self.leaked: dict[tuple[str, Role, str], int] = defaultdict(int)
         self.resolved: dict[tuple[str, Role, str], int] = defaultdict(int)
+        self.ended: dict[tuple[str, Role, str], int] = defaultdict(int)
+        self.abandoned: dict[tuple[str, Role, str], int] = defaultdict(int)
+        self.refused: dict[SourceRole, int] = defaultdict(int)
         self.lifetime: dict[SourceRole, Histogram] = {}
         self.per_wsi: dict[SourceRole, Histogram] = {}
         self.series: dict[SourceRole, TransactionSeries] = {}
@@ -118,6 +121,15 @@ class MetricsSink(TransactionCountingBase, NullSink):
 
     def wsi_flagged(self, wsi: Wsi, rule: str, certain: bool) -> None:
         self.leaked[(wsi.context.source, wsi.role, rule)] += 1
+
+    def wsi_left(self, wsi: Wsi) -> None:
+        self.ended[(wsi.context.source, wsi.role, wsi.end_reason or "")] += 1
+
+    def wsi_abandoned(self, wsi: Wsi, reason: str) -> None:
+        self.abandoned[(wsi.context.source, wsi.role, reason)] += 1
+
+    def transaction_refused(self, txn: Transaction) -> None:
+        self.refused[(txn.wsi.context.source, txn.role)] += 1
 
     def wsi_destroyed(self, wsi: Wsi) -> None:
         key = (wsi.context.source, wsi.role)

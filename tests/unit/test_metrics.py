@@ -194,6 +194,9 @@ def test_collector_family_names_and_types() -> None:
         ("lwsobs_transactions", "counter"),
         ("lwsobs_wsi_leaked", "counter"),
         ("lwsobs_wsi_suspects_resolved", "counter"),
+        ("lwsobs_wsi_ended", "counter"),
+        ("lwsobs_wsi_abandoned", "counter"),
+        ("lwsobs_transactions_refused", "counter"),
         ("lwsobs_wsi_lifetime_seconds", "histogram"),
         ("lwsobs_wsi_transactions", "histogram"),
         ("lwsobs_transaction_duration_seconds", "histogram"),
@@ -400,13 +403,13 @@ def test_extra_families_come_last() -> None:
     collector = LwsobsCollector(sc.tracker, sc.metrics, sc.ids, extra=[more])
     fams = list(collector.collect())
     assert fams[-1].name == "lwsobs_span_queue"
-    assert len(fams) == 14
+    assert len(fams) == 17
 
 
 def test_an_empty_collector_renders_empty_families() -> None:
     tracker = Tracker([RecordingSink()])
     fams = list(LwsobsCollector(tracker, MetricsSink()).collect())
-    assert len(fams) == 13
+    assert len(fams) == 16
     assert all(m.samples == [] for m in fams)
 
 

@@ -9,6 +9,7 @@ from lwsobs.core.roles import (
     CLIENT_ROLES,
     SERVER_ROLES,
     SUSPECT_RULES,
+    AbandonReason,
     EndReason,
     LeakRule,
     Role,
@@ -75,7 +76,8 @@ def test_label_values() -> None:
         "session_closed",
         "session_collected",
     ]
-    assert [r.value for r in EndReason] == ["destroyed", "shutdown", "leaked"]
+    assert [r.value for r in EndReason] == ["destroyed", "shutdown", "leaked", "abandoned"]
+    assert [r.value for r in AbandonReason] == ["crashed", "exited", "expired"]
     suspects = {LeakRule.IDLE, LeakRule.SOURCE_LOST, LeakRule.EVICTED, LeakRule.UNRELEASED}
     assert suspects == SUSPECT_RULES
     assert SERVER_ROLES.isdisjoint(CLIENT_ROLES)
