@@ -155,6 +155,9 @@ class Config:
     # the bearer token POST /v1/events requires (None: open); kept out of repr and logs
     ingest_token: str | None = field(default=None, repr=False)
     silence_s: float = 30.0  # a source quiet for longer is declared lost
+    # a source quiet for longer is presumed gone: its wsis are abandoned (expired)
+    source_expiry_s: float = 300.0
+    process_check: bool = True  # a producer on this host whose pid is gone has exited
     ingest_max_body: int = DEFAULT_INGEST_MAX_BODY  # bytes of one POST /v1/events body
     # aiohttp client sessions: a connection held by a request longer than this is a suspect
     # (rule `unreleased`); aiohttp's own default total timeout is 300 s. None: never.
@@ -207,6 +210,8 @@ class Config:
             unix=check_unix_path(env.get("LWSOBS_UNIX", ""), "LWSOBS_UNIX"),
             ingest_token=env.get("LWSOBS_INGEST_TOKEN", "").strip() or None,
             silence_s=_float(env, "LWSOBS_SILENCE_SECONDS", 30.0),
+            source_expiry_s=_float(env, "LWSOBS_SOURCE_EXPIRY_SECONDS", 300.0),
+            process_check=_flag(env, "LWSOBS_PROCESS_CHECK", True),
             ingest_max_body=_int(env, "LWSOBS_INGEST_MAX_BODY", DEFAULT_INGEST_MAX_BODY),
             client_acquire_limit_s=_seconds_or_off(env, "LWSOBS_CLIENT_ACQUIRE_LIMIT", 300.0),
             instrument_clients=_flag(env, "LWSOBS_INSTRUMENT_CLIENTS", False),

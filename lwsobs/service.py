@@ -14,6 +14,7 @@ from lwsobs.ingest.service import attach_ingest
 from lwsobs.instrument import instrument
 from lwsobs.observer import Observer
 from lwsobs.sources.lws import LwsDecoder
+from lwsobs.sources.lws_process import ProcessWatch
 from lwsobs.status import CONTENT_SECURITY_POLICY, render_page
 from lwsobs.web_api import add_api_routes
 
@@ -28,10 +29,16 @@ def build_app(observer: Observer, *, ingest: bool = True) -> web.Application:
     instrument(app, observer, source="lwsobs", metrics_path="/metrics")
     add_api_routes(app, observer)
     if ingest:
-        pipeline = IngestPipeline(
-            LwsDecoder(observer.tracker), silence_limit_s=observer.config.silence_s
+        config = observer.config
+        decoder = LwsDecoder(
+            observer.tracker,
+            processes=ProcessWatch() if config.process_check else None,
+            # counted from the last line heard, so from the silence on it is the rest
+            expiry_s=max(0.0, config.source_expiry_s - config.silence_s),
         )
+        pipeline = IngestPipeline(decoder, silence_limit_s=config.silence_s)
         observer.collector.extra.append(pipeline.families)
+        observer.collector.extra.append(decoder.families)
         attach_ingest(app, pipeline, observer.config)
         app[PIPELINE] = pipeline
     app.router.add_get("/", index)

@@ -68,6 +68,14 @@ class EventConsumer(Protocol):
         """
 
 
+class TimedConsumer(EventConsumer, Protocol):
+    """A consumer that also wants the clock: the lws decoder ends sources whose process is
+    gone (its pid left this host, or it stayed silent past the source expiry)."""
+
+    def tick(self, now_ns: int) -> None:
+        """Called on every pipeline tick, after the silence checks."""
+
+
 class Counts(NamedTuple):
     """The judgement on one body: valid lines (duplicates included) and refused lines."""
 
@@ -214,6 +222,9 @@ class IngestPipeline:
                 break
             del live[src]
             self._silent(src, now_ns)
+        tick = getattr(self.consumer, "tick", None)  # only a TimedConsumer has one
+        if tick is not None:
+            self._call(tick, now_ns)
 
     def _silent(self, src: str, now: int) -> None:
         self.silent_total += 1

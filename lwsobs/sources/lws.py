@@ -1,12 +1,16 @@
 """The libwebsockets decoder: lws callback events (wire-v1) become Tracker calls.
 
 lws reports every wsi through the same callbacks, with traps that look like leaks but are not
-(see shared/reference/lws-lifecycle.md). The rules this decoder applies, per source and context,
+(see docs/lws-lifecycle.md). The rules this decoder applies, per source and context,
 with identity = (context pointer, wsi pointer, generation):
 
 - fake-wsi reasons (PROTOCOL_INIT/DESTROY, EVENT_WAIT_CANCELLED, ...) are never tracked;
-- a listen wsi is known from FILTER_NETWORK_CONNECTION (17) and ends with a bare WSI_DESTROY;
-  one that accepted nothing shows up only in that WSI_DESTROY, for a pointer never seen;
+- a listen wsi is announced by LISTEN (-6: per vhost, `n` sockets on lws 4.3+, one per port on
+  4.1) without its pointer; the first FILTER_NETWORK_CONNECTION (17) or bare WSI_DESTROY of an
+  unknown pointer on that vhost and port claims it. Without a LISTEN (an older shim) a listen
+  wsi is known from its 17, or from a bare WSI_DESTROY for a pointer never seen;
+- a bare WSI_DESTROY for a pointer never seen is classified by its lws tag where the version
+  gives one (lws_tags.py): lws 4.5+ ends some clients (`wsicli`) that way;
 - an accepted server wsi is the WSI_CREATE (29) that follows its 17 synchronously: it is
   opened at once as h1-server with the peer the 17 carried;
 - any other WSI_CREATE waits until a later callback says what it is: a transaction with a
@@ -27,10 +31,20 @@ with identity = (context pointer, wsi pointer, generation):
 - transactions run from FILTER_HTTP_CONNECTION (18) (HTTP_CONFIRM_UPGRADE (86) for upgrades) to
   DROP with "lws_http_transaction_completed", HTTP_FILE_COMPLETION, CLOSED_HTTP or WSI_DESTROY;
   the closing DROP is never relied on; client transactions from the handshake to
-  COMPLETED_CLIENT_HTTP;
+  COMPLETED_CLIENT_HTTP. A server response status comes as HTTP_STATUS (-7); one on a wsi with
+  no transaction open is a request lws answered itself (a refused pipelined request): a
+  transaction of its own, marked refused. A stream's transaction also counts on its h2
+  connection;
 - ESTABLISHED (0) makes a server wsi ws-server, CLIENT_ESTABLISHED (3) a client ws-client;
-- CONTEXT_DESTROYED, BYE or a restart (HELLO again under the same source) end every context
-  left: live wsis are certain leaks (context_destroyed); a silent source makes them suspects;
+- CONTEXT_DESTROYED or BYE end every context left: live wsis are certain leaks
+  (context_destroyed); a silent source makes them suspects;
+- a process that is gone did not leak: its wsis are abandoned (counted apart, no verdict) on
+  FATAL (crashed), when its pid is gone from this host, when a new run of the same program on the
+  same host finds it silent or quiet for three heartbeats, or when HELLO comes again under the
+  same src (exited), and when it stays silent past the source expiry (expired). Lines that still
+  arrive from a process known to be gone are counted and ignored;
+- a HELLO with `unobserved` is a shim passing through (an lws version it does not know): the
+  source is listed as unobserved, with its reason, until it says BYE or expires;
 - lost lines (a sequence gap) make the source uncertain for good: every context it has, and
   every context it opens later, is `Context.uncertain`, so each leak finding on its wsis from
   then on (whatever the rule: idle, evicted, context_destroyed...) carries
@@ -45,23 +59,41 @@ Everything uses the producer's own timestamps (`t`).
 
 from __future__ import annotations
 
+import logging
 from collections import Counter, OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
 from lwsobs.core.model import Context, Wsi
-from lwsobs.core.roles import LeakRule, Role
+from lwsobs.core.policy import NS
+from lwsobs.core.roles import AbandonReason, LeakRule, Role
 from lwsobs.core.tracker import Tracker
 from lwsobs.ingest.sequence import DEFAULT_MAX_SOURCES
 from lwsobs.ingest.wire import Event, PseudoEvent, source_label
+from lwsobs.sources.lws_process import ProcessWatch, unobserved_reason
 from lwsobs.sources.lws_reasons import FAKE_WSI_REASONS
 from lwsobs.sources.lws_reasons import LwsReason as R
+from lwsobs.sources.lws_tags import TagKind, tag_kind
+
+log = logging.getLogger("lwsobs.lws")
 
 _TXN_COMPLETED = "lws_http_transaction_completed"
 # The DROP before a redirect's reconnect: lws 4.1.6 passes the name of lws_client_reset() itself;
 # "client_reset" is the reason of the BIND that follows (a DROP only if a bind was left open).
 _CLIENT_RESET = frozenset({"client_reset", "lws_client_reset"})
 _V4_MAPPED = "::ffff:"
+DEFAULT_HEARTBEAT_NS = 2 * NS  # the shim's heartbeat when its HELLO does not say
+_QUIET_HEARTBEATS = 3  # a run of a program quiet this many heartbeats is no longer running
+_ENDED_MEMORY = 1024  # processes known to be gone, remembered to ignore their late lines
+_TAG_ROLES = {
+    TagKind.CLIENT: Role.H1_CLIENT,
+    TagKind.ACCEPTED: Role.H1_SERVER,
+    TagKind.STREAM: Role.H2_STREAM,
+    TagKind.LISTEN: Role.LISTEN,
+    TagKind.INTERNAL: Role.INTERNAL,
+}
 # The accept pair: FILTER_NETWORK_CONNECTION announces it, the WSI_CREATE after it is the wsi.
 _ACCEPT_REASONS = frozenset({R.FILTER_NETWORK_CONNECTION, R.WSI_CREATE})
 # Callbacks that only show activity: they keep a wsi from looking idle.
@@ -130,14 +162,24 @@ class _WsiState:
     created: bool = False  # WSI_CREATE seen (clients get it only once connected)
     afd: int | None = None  # accepted server wsi: the fd its 17 announced (19 reports it)
     redirecting: bool = False
-    status: int | None = None  # client: from ESTABLISHED_CLIENT_HTTP
+    # the open transaction's response status: ESTABLISHED_CLIENT_HTTP, or HTTP_STATUS (server)
+    status: int | None = None
+    # a client's request, from its first line (the connect call's arguments)
+    method: str | None = None
+    uri: str | None = None
+    addr: str | None = None
+    port: int | None = None  # a client's target port; a listen wsi's port
+    vh: str | None = None  # a listen wsi announced by LISTEN: its vhost
 
 
 @dataclass
 class _ContextState:
     ctx: Context
     first_t: int  # the context's first event: the best guess for when its listen wsis began
+    last_t: int = 0  # its latest event: the last time the process was known to run
     wsis: dict[str, _WsiState] = field(default_factory=dict)
+    # listen wsis LISTEN announced, their pointers not known yet (the next 17 or bare 30 tells)
+    listening: list[_WsiState] = field(default_factory=list)
     # the accept announced by the last FILTER_NETWORK_CONNECTION, consumed by the next WSI_CREATE
     accept_peer: str | None = None
     accept_fd: int | None = None
@@ -150,7 +192,16 @@ class _SourceState:
     contexts: dict[str, _ContextState] = field(default_factory=dict)
     uncertain: bool = False  # lines were lost: its contexts are (and will be) uncertain
     host: str | None = None  # from its HELLO
+    pid: int | None = None
+    heartbeat_ns: int = DEFAULT_HEARTBEAT_NS
+    last_t: int = 0  # its latest pseudo-event (its contexts keep their own)
     silent: bool = False  # declared silent and not heard since
+    silent_since: int | None = None  # when (lwsobs' clock) it was declared silent
+    unobserved: str | None = None  # a shim passing through says why (HELLO `unobserved`)
+
+    def latest(self) -> int:
+        """The producer time of the last line heard from it."""
+        return max([self.last_t, *(state.last_t for state in self.contexts.values())])
 
 
 class LwsDecoder:
@@ -160,11 +211,27 @@ class LwsDecoder:
     by default, so a source it still hears is not pushed out here first).
     """
 
-    def __init__(self, tracker: Tracker, *, max_sources: int = DEFAULT_MAX_SOURCES) -> None:
+    def __init__(
+        self,
+        tracker: Tracker,
+        *,
+        max_sources: int = DEFAULT_MAX_SOURCES,
+        processes: ProcessWatch | None = None,
+        expiry_s: float | None = None,
+    ) -> None:
+        """`processes` answers whether a producer's pid still runs (None: never asked, as
+        for a replay); `expiry_s` is how long a source may stay silent, after it was declared
+        silent, before its wsis are abandoned as expired (None: never)."""
         if max_sources < 1:
             raise ValueError(f"max_sources must be at least 1, got {max_sources}")
+        if expiry_s is not None and not expiry_s >= 0:
+            raise ValueError(f"expiry_s must be >= 0, got {expiry_s}")
         self.tracker = tracker
         self.max_sources = max_sources
+        self.processes = processes
+        self.expiry_ns = None if expiry_s is None else round(expiry_s * NS)
+        # processes known to be gone (crashed, exited): their late lines are ignored
+        self._ended: OrderedDict[str, None] = OrderedDict()
         self._sources: dict[str, _SourceState] = {}
         # the same names least recently heard first: all of them, and those without contexts
         self._heard: OrderedDict[str, None] = OrderedDict()
@@ -202,8 +269,12 @@ class LwsDecoder:
         ):
             state = recent[3]  # the same source and context as the event before: nothing moves
         else:
+            if event.src in self._ended:
+                self.stats["lines_after_exit"] += 1
+                return
             state = self._context(event)
             self._recent_context = (event.src, event.ctx, self._recent, state)
+        state.last_t = event.t
         if r not in _ACCEPT_REASONS:
             state.accept_pending = False  # lws adopts synchronously: 17 is followed by its 29
         handler = _HANDLERS.get(r)
@@ -228,12 +299,63 @@ class LwsDecoder:
         if source is None:
             return
         source.silent = True
+        source.silent_since = now_ns
         self._recent = None  # its next event goes through _source, which clears `silent`
         self._recent_context = None
         for state in source.contexts.values():
             for known in state.wsis.values():
                 if known.wsi is not None and known.wsi.live:
                     self.tracker.flag(known.wsi, now_ns, LeakRule.SOURCE_LOST)
+
+    def tick(self, now_ns: int) -> None:
+        """Time passes (lwsobs' clock): end the sources whose process is gone.
+
+        A source whose pid has left this host is abandoned (exited) at once; one silent for
+        longer than the expiry after its silence was declared is abandoned as expired. Its wsis
+        end at its last line: the last time the process was known to run.
+        """
+        for src, source in list(self._sources.items()):
+            processes = self.processes
+            if (
+                processes is not None
+                and (source.contexts or source.unobserved)
+                and processes.alive(source.host, source.pid) is False
+            ):
+                self._abandon_source(src, source, AbandonReason.EXITED)
+                continue
+            since = source.silent_since
+            expiry = self.expiry_ns
+            expired = since is not None and expiry is not None and now_ns >= since + expiry
+            if source.silent and expired:
+                self._abandon_source(src, source, AbandonReason.EXPIRED, remember=False)
+
+    def unobserved(self) -> Counter[tuple[str, str]]:
+        """Running producers whose shim passes through, by (source label, reason)."""
+        return Counter(
+            (source.label, unobserved_reason(source.unobserved))
+            for source in self._sources.values()
+            if source.unobserved is not None
+        )
+
+    def families(self) -> Iterator[Metric]:
+        """The decoder's own metrics: producers that observe nothing, and processes gone."""
+        unobserved = GaugeMetricFamily(
+            "lwsobs_lws_sources_unobserved",
+            "running lws producers whose shim passes through (e.g. an lws version it does not"
+            " know), by reason",
+            labels=("source", "reason"),
+        )
+        for (label, reason), n in sorted(self.unobserved().items()):
+            unobserved.add_metric([label, reason], n)
+        yield unobserved
+        gone = CounterMetricFamily(
+            "lwsobs_lws_processes_gone",
+            "lws producer processes whose end lwsobs inferred, by how (their wsis: abandoned)",
+            labels=("reason",),
+        )
+        for reason in AbandonReason:
+            gone.add_metric([reason.value], self.stats[f"sources_{reason.value}"])
+        yield gone
 
     # -- sources and contexts ----------------------------------------------------------------
 
@@ -283,19 +405,37 @@ class LwsDecoder:
             self._end_context(src, source, key, now, counted=False)
         self._forget(src)
 
+    def _abandon_source(
+        self, src: str, source: _SourceState, reason: AbandonReason, *, remember: bool = True
+    ) -> None:
+        """The process behind `src` is gone: its wsis are abandoned, not leaked, at its last
+        line, and its contexts end. `remember`: its late lines will be ignored (it is known
+        to be gone, not merely quiet)."""
+        now = source.latest()
+        for key in list(source.contexts):
+            state = source.contexts.pop(key)
+            self.tracker.context_abandoned(state.ctx, now, reason)
+        self._forget(src)
+        self.stats[f"sources_{reason.value}"] += 1
+        if remember:
+            self._ended[src] = None
+            if len(self._ended) > _ENDED_MEMORY:
+                self._ended.popitem(last=False)
+
     def _previous_runs_gone(self, hello: Event) -> None:
-        """A new instance of a program (the shim names each process `name@host:pid`) while
-        an older instance of it on the same host has gone silent: that run is over. Its wsis,
-        suspects since the silence, leave the live table without a certain finding."""
+        """A new run of a program (the shim names each process `name@host:pid`): an older run
+        of it on the same host that is gone (its pid has left, it went silent, or it sent
+        nothing for three heartbeats before this HELLO) is over, and its wsis are abandoned.
+        One still running is another instance: both are kept, apart."""
         label = source_label(hello.src)
-        gone = [
-            (src, old)
-            for src, old in self._sources.items()
-            if old.silent and old.label == label and old.host == hello.host
-        ]
-        for src, old in gone:
-            self._give_up(src, old)
-            self.stats["previous_runs_ended"] += 1
+        for src, old in list(self._sources.items()):
+            if old.label != label or old.host != hello.host or old.host is None:
+                continue
+            alive = None if self.processes is None else self.processes.alive(old.host, old.pid)
+            quiet = hello.t - old.latest() > _QUIET_HEARTBEATS * old.heartbeat_ns
+            if alive is False or (alive is None and (old.silent or quiet)):
+                self._abandon_source(src, old, AbandonReason.EXITED)
+                self.stats["previous_runs_ended"] += 1
 
     def _forget(self, src: str) -> None:
         self._recent_context = None
@@ -353,12 +493,24 @@ class LwsDecoder:
     def _pseudo(self, event: Event) -> None:
         r = event.r
         if r == PseudoEvent.HELLO:
-            if event.src in self._sources:  # a restart under the same name: the old process died
-                self._end_contexts(event.src, event.t)
-                self._forget(event.src)
-            else:
-                self._previous_runs_gone(event)
-            self._source(event.src).host = event.host
+            self._hello(event)
+            return
+        if event.src in self._ended:
+            self.stats["lines_after_exit"] += 1
+            return
+        if r == PseudoEvent.LISTEN:
+            self._listen(self._context(event), event)
+        elif r == PseudoEvent.HTTP_STATUS:
+            self._http_status(self._context(event), event)
+        elif r == PseudoEvent.FATAL:
+            source = self._source(event.src)
+            source.last_t = max(source.last_t, event.t)
+            log.warning(
+                "lws source %s died from signal %s: its wsis are abandoned (crashed)",
+                event.src,
+                event.sig,
+            )
+            self._abandon_source(event.src, source, AbandonReason.CRASHED)
         elif r == PseudoEvent.CONTEXT_DESTROY_BEGIN:
             self.tracker.context_closing(self._context(event).ctx)
         elif r == PseudoEvent.CONTEXT_DESTROYED:
@@ -368,7 +520,86 @@ class LwsDecoder:
             self._end_contexts(event.src, event.t)
             self._forget(event.src)
         elif event.src in self._sources:  # a heartbeat (or another pseudo-event): it is alive
-            self._source(event.src)
+            source = self._source(event.src)
+            source.last_t = max(source.last_t, event.t)
+
+    def _hello(self, event: Event) -> None:
+        """A producer starts. The same src again is the same pid on the same host: the process
+        that had it is gone. Then the previous runs of the program are looked at."""
+        self._ended.pop(event.src, None)
+        old = self._sources.get(event.src)
+        if old is not None:
+            self._abandon_source(event.src, old, AbandonReason.EXITED, remember=False)
+        self._previous_runs_gone(event)
+        source = self._source(event.src)
+        source.host = event.host
+        source.pid = event.pid
+        source.last_t = event.t
+        if event.hb is not None and event.hb > 0:
+            source.heartbeat_ns = event.hb * 1_000_000
+        if event.unobserved:
+            source.unobserved = event.unobserved
+            self.stats["sources_unobserved"] += 1
+            log.warning(
+                "lws source %s (lws %s) is unobserved: %s", event.src, event.lws, event.unobserved
+            )
+
+    def _listen(self, state: _ContextState, event: Event) -> None:
+        """LISTEN: a vhost listens; its listen wsis are live from now, pointers unknown yet.
+
+        lws 4.3+ says how many sockets it opened (`n`); 4.1 does not, and a vhost that shares
+        an earlier vhost's port announces it again: one per port then.
+        """
+        count = event.n
+        if count is None:
+            known = [w.port for w in state.listening] + [
+                w.port for w in state.wsis.values() if w.wsi is not None and w.port is not None
+            ]
+            count = 0 if event.port in known else 1
+        for _ in range(max(0, min(count, 64))):
+            placeholder = _WsiState(event.t, created=True, port=event.port, vh=event.vh)
+            self._open(state, placeholder, Role.LISTEN, event)
+            state.listening.append(placeholder)
+
+    def _claim_listen(self, state: _ContextState, event: Event) -> _WsiState | None:
+        """The announced listen wsi that `event` (a 17 or a bare 30) belongs to, if any: the
+        same vhost and port first, then the same port, then the same vhost."""
+        listening = state.listening
+        if not listening:
+            return None
+        best, score = -1, 0
+        for i, candidate in enumerate(listening):
+            points = 2 * (event.port is not None and candidate.port == event.port) + (
+                event.vh is not None and candidate.vh == event.vh
+            )
+            if points > score:
+                best, score = i, points
+        if best < 0:
+            if event.port is not None or event.vh is not None:
+                return None  # it names a socket no LISTEN announced
+            best = 0
+        known = listening.pop(best)
+        state.wsis[event.wsi or ""] = known
+        if known.wsi is not None:
+            self.tracker.annotate(known.wsi, "lws.wsi.ptr", event.wsi or "")
+        return known
+
+    def _http_status(self, state: _ContextState, event: Event) -> None:
+        """HTTP_STATUS: the response status of the open transaction, or, with none open, a
+        request lws answered itself (refused: a transaction of its own)."""
+        known = state.wsis.get(event.wsi or "")
+        if known is None or known.wsi is None or event.status is None:
+            self.stats["status_unmatched"] += 1
+            return
+        wsi = known.wsi
+        if wsi.txn is not None:
+            known.status = event.status
+        elif (
+            not known.client
+            and wsi.live
+            and self.tracker.refused(wsi, event.t, event.status) is not None
+        ):
+            self.stats["transactions_refused"] += 1
 
     # -- wsi bookkeeping ---------------------------------------------------------------------
 
@@ -393,6 +624,10 @@ class LwsDecoder:
             attrs["lws.ssl"] = event.ssl
         if event.tag:
             attrs["lws.tag"] = event.tag
+        if known.addr:  # a client's target, from its connect call
+            attrs["server.address"] = known.addr
+        if known.port is not None and known.port > 0:
+            attrs["server.port"] = known.port
         wsi = self.tracker.open(
             state.ctx, role, known.created_t, peer=peer, parent=parent, attrs=attrs
         )
@@ -409,7 +644,10 @@ class LwsDecoder:
         """17: the listen wsi announces an accepted fd; the next WSI_CREATE is that connection."""
         listen = state.wsis.get(event.wsi or "")
         if listen is None:
+            listen = self._claim_listen(state, event)
+        if listen is None:
             listen = state.wsis[event.wsi or ""] = _WsiState(event.t, created=True)
+            listen.port = event.port
             self._open(state, listen, Role.LISTEN, event)
         state.accept_peer = normalise_peer(event.peer)
         state.accept_fd = event.afd
@@ -468,6 +706,9 @@ class LwsDecoder:
                 known = None
         if known is None:
             known = state.wsis[ptr] = _WsiState(event.t, client=True)
+        if event.addr is not None or event.uri is not None:  # the connect call's request
+            known.method, known.uri = event.method, event.uri
+            known.addr, known.port = event.addr, event.port
         if event.r == R.CONNECTING and known.wsi is None:
             self._open(state, known, Role.H1_CLIENT, event, peer=normalise_peer(event.peer))
 
@@ -513,20 +754,24 @@ class LwsDecoder:
                 self._open(state, known, Role.H1_SERVER, event)
         wsi = known.wsi
         assert wsi is not None
-        path = None if event.r == R.HTTP_CONFIRM_UPGRADE else event.uri
-        self.tracker.bind(wsi, event.t, None, event.method, path)
+        known.status = None
+        # on 86 `uri` is the upgrade request's path (shims before 0.3 sent none)
+        if self.tracker.bind(wsi, event.t, None, event.method, event.uri) is not None:
+            parent = wsi.parent
+            if parent is not None:
+                self.tracker.carried(parent)
 
     def _drop(self, state: _ContextState, event: Event) -> None:
         """50: only the keep-alive turnaround ends a transaction; the closing DROP may not come."""
-        wsi = self._live(state, event)
-        if wsi is not None and event.why == _TXN_COMPLETED:
-            self.tracker.drop(wsi, event.t, event.status)
+        known = state.wsis.get(event.wsi or "")
+        if known is not None and known.wsi is not None and event.why == _TXN_COMPLETED:
+            self.tracker.drop(known.wsi, event.t, known.status)
 
     def _transaction_end(self, state: _ContextState, event: Event) -> None:
         """15 HTTP_FILE_COMPLETION, 5 CLOSED_HTTP: the transaction (if any) is over."""
-        wsi = self._live(state, event)
-        if wsi is not None:
-            self.tracker.drop(wsi, event.t, event.status)
+        known = state.wsis.get(event.wsi or "")
+        if known is not None and known.wsi is not None:
+            self.tracker.drop(known.wsi, event.t, known.status)
 
     def _upgrade_confirm(self, state: _ContextState, event: Event) -> None:
         """86: an upgrade request (websocket or h2c) is a transaction of its own."""
@@ -567,7 +812,11 @@ class LwsDecoder:
             return
         wsi = known.wsi or self._open(state, known, Role.H1_CLIENT, event)
         if wsi.txn is None:
-            self.tracker.bind(wsi, event.t, None, event.method, event.uri)
+            method, uri = event.method or known.method, event.uri or known.uri
+            if self.tracker.bind(wsi, event.t, None, method, uri) is not None:
+                parent = wsi.parent
+                if parent is not None:
+                    self.tracker.carried(parent)
 
     def _client_status(self, state: _ContextState, event: Event) -> None:
         """44: the response status of a client transaction."""
@@ -599,7 +848,9 @@ class LwsDecoder:
         if known is not None:
             known.redirecting = True
             if known.wsi is not None:
-                self.tracker.drop(known.wsi, event.t, known.status)
+                self.tracker.drop(known.wsi, event.t, event.status or known.status)
+            if event.uri:  # the Location: the next request's target
+                known.uri = _location_path(event.uri)
 
     def _raw(self, state: _ContextState, event: Event) -> None:
         """62 / 63 / 101: an adopted or connected raw socket or file."""
@@ -613,11 +864,7 @@ class LwsDecoder:
         """30: the wsi is freed (an unknown pointer is a listen wsi that accepted nothing)."""
         known = state.wsis.pop(event.wsi or "", None)
         if known is None:
-            # A pointer never seen before is a listen wsi that accepted nothing: lws gives listen
-            # wsis no WSI_CREATE. It lived (at least) since its context's first event.
-            known = _WsiState(state.first_t, created=True)
-            self._open(state, known, Role.LISTEN, event)
-            self.stats["listen_seen_at_destroy"] += 1
+            known = self._bare_destroy(state, event)
         if known.wsi is None:
             if not known.created and known.client:
                 # a client that failed before connecting: show it, it did exist
@@ -626,6 +873,32 @@ class LwsDecoder:
                 self._open(state, known, Role.INTERNAL, event)
         assert known.wsi is not None
         self.tracker.destroy(known.wsi, event.t)
+
+    def _bare_destroy(self, state: _ContextState, event: Event) -> _WsiState:
+        """30 for a pointer never seen: what its tag says it is, else a listen wsi that
+        accepted nothing (lws gives listen wsis no WSI_CREATE): the one LISTEN announced, or
+        one that lived (at least) since its context's first event."""
+        kind = tag_kind(event.tag)
+        if kind is None or kind is TagKind.LISTEN:
+            claimed = self._claim_listen(state, event)
+            if claimed is not None:
+                state.wsis.pop(event.wsi or "", None)
+                return claimed
+        role = Role.LISTEN if kind is None else _TAG_ROLES[kind]
+        known = _WsiState(state.first_t if role is Role.LISTEN else event.t, created=True)
+        known.client = role is Role.H1_CLIENT
+        self._open(state, known, role, event)
+        self.stats[f"{role.value}_seen_at_destroy"] += 1
+        return known
+
+
+def _location_path(location: str) -> str:
+    """The request target a redirect's Location leads to: an absolute URL's path."""
+    scheme, sep, rest = location.partition("://")
+    if sep and scheme.isalpha():
+        slash = rest.find("/")
+        return rest[slash:] if slash >= 0 else "/"
+    return location
 
 
 def _serial(wsi: Wsi) -> int:

@@ -21,7 +21,7 @@ from lwsobs.sources.lws_reasons import LwsReason
 from tests.reliability.consumers import CountingDecoder, table_is_consistent
 
 T0 = 1_800_000_000 * 10**9
-REASONS = [int(r) for r in LwsReason] + [-1, -2, -3, -4, -5, 9999, -77]
+REASONS = [int(r) for r in LwsReason] + [-1, -2, -3, -4, -5, -6, -7, -8, 9999, -77]
 POINTERS = ["a1", "a2", "a3", "10", "0"]
 
 _EVENT = st.fixed_dictionaries(
@@ -46,6 +46,16 @@ _EVENT = st.fixed_dictionaries(
         "upg": st.sampled_from(["websocket", "h2c", "", "zz"]),
         "why": st.sampled_from(["lws_http_transaction_completed", "client_reset", "x"]),
         "pid": st.integers(0, 3),
+        "port": st.sampled_from([None, -1, 0, 80, 7681]),
+        "n": st.sampled_from([None, -5, 0, 1, 2, 10**6]),
+        "vh": st.sampled_from(["default", "second", ""]),
+        "tag": st.sampled_from(
+            ["[wsicli|0|GET/h1]", "[wsi|0|listen|default||80]", "[wsi|1|pipe]", "[mux|2|x]", "["]
+        ),
+        "hb": st.sampled_from([None, 0, 2000, -1]),
+        "host": st.sampled_from(["h", "x"]),
+        "addr": st.sampled_from(["example.com", ""]),
+        "unobserved": st.sampled_from([None, "libwebsockets 3.2 not supported"]),
         "t_step": st.integers(-(10**9), 10**12),
     },
 )

@@ -24,7 +24,7 @@ import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
 from lwsobs.config import DEFAULT_UDP, Config
-from lwsobs.core.roles import CODE_CLASSES, LeakRule, Role
+from lwsobs.core.roles import CODE_CLASSES, AbandonReason, EndReason, LeakRule, Role
 from lwsobs.ingest.pipeline import TRANSPORTS, DropReason
 from lwsobs.ingest.wire import RejectReason
 from tests.reliability.figures import record
@@ -57,6 +57,9 @@ TEXT_FIELDS = (
     "host",
     "lws",
     "tag",
+    "addr",
+    "shim",
+    "unobserved",
 )
 SPAN_REASONS = {"queue_full", "export_failed", "build_error", "shutdown"}
 CLOSED: dict[str, set[str]] = {
@@ -66,7 +69,12 @@ CLOSED: dict[str, set[str]] = {
     "rule": {r.value for r in LeakRule},
     "code_class": set(CODE_CLASSES),
     "transport": set(TRANSPORTS),
-    "reason": {r.value for r in RejectReason} | {r.value for r in DropReason} | SPAN_REASONS,
+    "reason": {r.value for r in RejectReason}
+    | {r.value for r in DropReason}
+    | SPAN_REASONS
+    | {r.value for r in AbandonReason}
+    | {"version_mismatch", "missing_function", "other"},  # lws_process.unobserved_reason
+    "end": {r.value for r in EndReason},
 }
 SOURCE = re.compile(r"[A-Za-z0-9._:@-]{1,64}\Z")
 OTHER_VALUE = re.compile(r"[A-Za-z0-9._:@+-]{0,64}\Z")

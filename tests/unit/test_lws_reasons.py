@@ -63,7 +63,7 @@ def test_the_table_covers_every_documented_number() -> None:
     assert len(set(REASON_NAMES.values())) == len(REASON_NAMES)
 
 
-@pytest.mark.parametrize("number", [68, 87, 88, 106, 199, 220, 999, 1001, 1 << 40, -6, -1000])
+@pytest.mark.parametrize("number", [68, 87, 88, 106, 199, 220, 999, 1001, 1 << 40, -9, -1000])
 def test_unknown_numbers_are_opaque(number: int) -> None:
     assert reason_name(number) == f"UNKNOWN_{number}"
 
