@@ -194,10 +194,18 @@ async def test_a_lost_wsi_destroy_flags_exactly_that_wsi(built: None) -> None:  
 
 
 async def test_a_killed_app_leaves_suspects_after_the_silence_limit(built: None) -> None:  # noqa: F811
+    """With no way to see the process (another host; here LWSOBS_PROCESS_CHECK=0), a killed
+    app is only silent: its wsis become suspects after the silence limit, then expire."""
     udp = free_port()
-    observer = Observer(
-        Config(spans=False, udp=HostPort("127.0.0.1", udp), silence_s=3.0, tick_s=0.2)
+    config = Config(
+        spans=False,
+        udp=HostPort("127.0.0.1", udp),
+        silence_s=2.0,
+        source_expiry_s=4.0,
+        process_check=False,
+        tick_s=0.2,
     )
+    observer = Observer(config)
     async with run_service(build_app(observer)):
         loop = asyncio.get_running_loop()
         holder: list[socket.socket] = []
@@ -219,10 +227,46 @@ async def test_a_killed_app_leaves_suspects_after_the_silence_limit(built: None)
             ),
             timeout=10,
         )
+        # still suspects, still live: a silent process may only be stuck
+        assert [w for w in observer.tracker.live_wsis() if w.context.source != "lwsobs"]
+        await eventually(
+            lambda: not [w for w in observer.tracker.live_wsis() if w.context.source != "lwsobs"],
+            timeout=10,
+        )
         for sock in holder:
             sock.close()
     suspects = [w for w in observer.live.leaks if w.leak == "source_lost"]
     assert all(w.context.source == "lws_testapp_plain" for w in suspects)
+    assert {reason for (_, _, reason) in observer.metrics.abandoned} == {"expired"}
+    observer.close()
+
+
+async def test_a_killed_app_on_this_host_ends_at_once(built: None) -> None:  # noqa: F811
+    """kill -9 and no restart: /proc says the pid is gone; its wsis are abandoned (exited)
+    within a tick, never flagged, and the live counts return to the truth."""
+    udp = free_port()
+    observer = Observer(Config(spans=False, udp=HostPort("127.0.0.1", udp), tick_s=0.2))
+    async with run_service(build_app(observer)):
+        loop = asyncio.get_running_loop()
+        holder: list[socket.socket] = []
+
+        def open_and_kill() -> None:
+            with run_app(APP_PLAIN, f"udp://127.0.0.1:{udp}", preload=SHIM) as app:
+                holder.append(socket.create_connection(("127.0.0.1", app.port)))
+                time.sleep(0.5)
+                app.proc.send_signal(signal.SIGKILL)
+                app.proc.wait(timeout=5)
+
+        await loop.run_in_executor(None, open_and_kill)
+        await eventually(
+            lambda: not [w for w in observer.tracker.live_wsis() if w.context.source != "lwsobs"],
+            timeout=5,
+        )
+        for sock in holder:
+            sock.close()
+    assert not observer.live.leaks
+    got = {(role.value, reason): n for (_, role, reason), n in observer.metrics.abandoned.items()}
+    assert got == {("listen", "exited"): 1, ("h1-server", "exited"): 1}, got
     observer.close()
 
 
