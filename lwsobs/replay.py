@@ -3,7 +3,8 @@
 The same pipeline as live ingest (validation, sequence checks, the lws decoder, the Tracker),
 fed from a file of NDJSON lines, then a lifecycle report per source and role and a table of the
 flagged wsis. Wsis still live when the recording ends are reported as such, not as leaks: the
-recording simply stopped.
+recording simply stopped. Wsis of a process that is gone (a crash, or a restart of the program
+that found the old run quiet) are abandoned, apart from leaks.
 """
 
 from __future__ import annotations
@@ -64,7 +65,14 @@ def report(result: ReplayResult) -> dict[str, Any]:
     def row(source: str, role: str) -> dict[str, int]:
         return rows.setdefault(
             (source, role),
-            {"created": 0, "destroyed": 0, "live_at_end": 0, "transactions": 0, "leaked": 0},
+            {
+                "created": 0,
+                "destroyed": 0,
+                "live_at_end": 0,
+                "transactions": 0,
+                "leaked": 0,
+                "abandoned": 0,
+            },
         )
 
     for (source, role), n in metrics.created.items():
@@ -75,6 +83,8 @@ def report(result: ReplayResult) -> dict[str, Any]:
         row(source, role.value)["transactions"] += n
     for (source, role, _), n in metrics.leaked.items():
         row(source, role.value)["leaked"] += n
+    for (source, role, _), n in metrics.abandoned.items():
+        row(source, role.value)["abandoned"] += n
     for wsi in result.observer.tracker.live_wsis():
         row(wsi.context.source, wsi.role.value)["live_at_end"] += 1
     leaks = []
@@ -111,11 +121,11 @@ def report(result: ReplayResult) -> dict[str, Any]:
 def format_report(data: dict[str, Any]) -> str:
     lines = ["lifecycle per source and role:"]
     header = f"  {'source':<20} {'role':<10} {'created':>8} {'destroyed':>9} {'live@end':>8}"
-    lines.append(header + f" {'txns':>8} {'leaked':>6}")
+    lines.append(header + f" {'txns':>8} {'leaked':>6} {'abandoned':>9}")
     for r in data["sources"]:
         lines.append(
             f"  {r['source']:<20} {r['role']:<10} {r['created']:>8} {r['destroyed']:>9} "
-            f"{r['live_at_end']:>8} {r['transactions']:>8} {r['leaked']:>6}"
+            f"{r['live_at_end']:>8} {r['transactions']:>8} {r['leaked']:>6} {r['abandoned']:>9}"
         )
     lines.append(f"flagged wsis: {len(data['leaks'])}")
     for leak in data["leaks"]:

@@ -185,7 +185,15 @@ async def test_sigterm_with_an_open_websocket_exits_promptly(tmp_path: Path) -> 
 
 async def test_a_killed_then_restarted_app_keeps_its_identities_apart(built: None) -> None:  # noqa: F811
     udp = free_port()
-    config = Config(spans=False, udp=HostPort("127.0.0.1", udp), silence_s=1.5, tick_s=0.1)
+    # no /proc check: the silence path (another host's producer); test_lws_service_lifecycle.py
+    # covers a local kill, abandoned at once
+    config = Config(
+        spans=False,
+        udp=HostPort("127.0.0.1", udp),
+        silence_s=1.5,
+        tick_s=0.1,
+        process_check=False,
+    )
     observer = Observer(config)
     source = "restartapp@reliability"
     env = {"LWSOBS_SOURCE": source}
