@@ -357,8 +357,7 @@ class Tracker(TrackerBase):
         After a graceful shutdown the wsis still live end as 'shutdown' and nothing is flagged;
         otherwise each is a certain leak. Returns the wsis that were still live.
         """
-        leftovers = [w for live in context.live.values() for w in live]
-        leftovers.sort(key=lambda w: w.serial)
+        leftovers = self._leftovers(context)
         if graceful:
             context.closing = True
             for wsi in leftovers:
@@ -366,26 +365,32 @@ class Tracker(TrackerBase):
         else:
             for wsi in leftovers:
                 self.flag(wsi, now, LeakRule.CONTEXT_DESTROYED)
-        context.destroyed = True
-        self.suspects.pop(context, None)
-        key = (context.origin, context.name)
-        if self._contexts.get(key) is context:
-            del self._contexts[key]
+        self._close_context(context)
         return leftovers
 
     def context_abandoned(self, context: Context, now: int, reason: AbandonReason) -> list[Wsi]:
         """The process behind the context is gone: every live wsi is abandoned (no verdict)
         and the context ends. Returns the wsis that were still live."""
-        leftovers = [w for live in context.live.values() for w in live]
-        leftovers.sort(key=lambda w: w.serial)
+        leftovers = self._leftovers(context)
         for wsi in leftovers:
             self.abandon(wsi, now, reason)
+        self._close_context(context)
+        return leftovers
+
+    @staticmethod
+    def _leftovers(context: Context) -> list[Wsi]:
+        """The context's live wsis, oldest first: the order they are ended in."""
+        leftovers = [w for live in context.live.values() for w in live]
+        leftovers.sort(key=lambda w: w.serial)
+        return leftovers
+
+    def _close_context(self, context: Context) -> None:
+        """The context is over: no suspects of its own, and a new one may take its name."""
         context.destroyed = True
         self.suspects.pop(context, None)
         key = (context.origin, context.name)
         if self._contexts.get(key) is context:
             del self._contexts[key]
-        return leftovers
 
     def shutdown(self, now: int) -> None:
         """lwsobs itself stops gracefully: every open span ends as 'shutdown', nothing flagged."""

@@ -99,6 +99,8 @@ class IngestPipeline:
         if max_label_sources < 0:
             raise ValueError(f"max_label_sources must be >= 0, got {max_label_sources}")
         self.consumer = consumer
+        # only a TimedConsumer has one: looked up once, not on every tick
+        self._consumer_tick: Callable[[int], None] | None = getattr(consumer, "tick", None)
         self.silence_limit_ns = round(silence_limit_s * NS)
         self.max_sources = max_sources
         self.max_label_sources = max_label_sources
@@ -222,9 +224,8 @@ class IngestPipeline:
                 break
             del live[src]
             self._silent(src, now_ns)
-        tick = getattr(self.consumer, "tick", None)  # only a TimedConsumer has one
-        if tick is not None:
-            self._call(tick, now_ns)
+        if self._consumer_tick is not None:
+            self._call(self._consumer_tick, now_ns)
 
     def _silent(self, src: str, now: int) -> None:
         self.silent_total += 1
