@@ -193,6 +193,15 @@ async def test_a_lost_wsi_destroy_flags_exactly_that_wsi(built: None) -> None:  
     observer.close()
 
 
+def open_and_kill(udp: int, holder: list[socket.socket]) -> None:
+    """The app accepts a connection (left open in `holder`), then is killed with SIGKILL."""
+    with run_app(APP_PLAIN, f"udp://127.0.0.1:{udp}", preload=SHIM) as app:
+        holder.append(socket.create_connection(("127.0.0.1", app.port)))
+        time.sleep(0.5)  # accepted, announced
+        app.proc.send_signal(signal.SIGKILL)
+        app.proc.wait(timeout=5)
+
+
 async def test_a_killed_app_leaves_suspects_after_the_silence_limit(built: None) -> None:  # noqa: F811
     """With no way to see the process (another host; here LWSOBS_PROCESS_CHECK=0), a killed
     app is only silent: its wsis become suspects after the silence limit, then expire."""
@@ -210,14 +219,7 @@ async def test_a_killed_app_leaves_suspects_after_the_silence_limit(built: None)
         loop = asyncio.get_running_loop()
         holder: list[socket.socket] = []
 
-        def open_and_kill() -> None:
-            with run_app(APP_PLAIN, f"udp://127.0.0.1:{udp}", preload=SHIM) as app:
-                holder.append(socket.create_connection(("127.0.0.1", app.port)))
-                time.sleep(0.5)  # accepted, announced
-                app.proc.send_signal(signal.SIGKILL)
-                app.proc.wait(timeout=5)
-
-        await loop.run_in_executor(None, open_and_kill)
+        await loop.run_in_executor(None, open_and_kill, udp, holder)
         app_live = [w for w in observer.tracker.live_wsis() if w.context.source != "lwsobs"]
         assert {w.role.value for w in app_live} >= {"listen", "h1-server"}
         await eventually(
@@ -250,14 +252,7 @@ async def test_a_killed_app_on_this_host_ends_at_once(built: None) -> None:  # n
         loop = asyncio.get_running_loop()
         holder: list[socket.socket] = []
 
-        def open_and_kill() -> None:
-            with run_app(APP_PLAIN, f"udp://127.0.0.1:{udp}", preload=SHIM) as app:
-                holder.append(socket.create_connection(("127.0.0.1", app.port)))
-                time.sleep(0.5)
-                app.proc.send_signal(signal.SIGKILL)
-                app.proc.wait(timeout=5)
-
-        await loop.run_in_executor(None, open_and_kill)
+        await loop.run_in_executor(None, open_and_kill, udp, holder)
         await eventually(
             lambda: not [w for w in observer.tracker.live_wsis() if w.context.source != "lwsobs"],
             timeout=5,

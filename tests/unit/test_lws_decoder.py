@@ -32,6 +32,7 @@ class Recorder(BaseSink):
         self.flags: list[tuple[Wsi, str, bool]] = []
         self.destroyed: list[Wsi] = []
         self.opened: list[Wsi] = []
+        self.refused: list[Transaction] = []
 
     def wsi_opened(self, wsi: Wsi) -> None:
         self.opened.append(wsi)
@@ -44,6 +45,9 @@ class Recorder(BaseSink):
 
     def wsi_destroyed(self, wsi: Wsi) -> None:
         self.destroyed.append(wsi)
+
+    def transaction_refused(self, txn: Transaction) -> None:
+        self.refused.append(txn)
 
 
 class Script:

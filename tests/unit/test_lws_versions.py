@@ -7,60 +7,19 @@ refuses itself), h2 streams counted on their connection, and the client request 
 
 from __future__ import annotations
 
-from typing import Any
-
-from lwsobs.core.model import Transaction, Wsi
 from lwsobs.core.roles import Role
-from lwsobs.core.sink import BaseSink
-from lwsobs.core.tracker import Tracker
-from lwsobs.ingest.wire import Event
-from lwsobs.sources.lws import LwsDecoder
 from lwsobs.sources.lws_tags import TagKind, tag_kind
 from tests.reliability.consumers import table_is_consistent
+from tests.unit.test_lws_decoder import Script as DecoderScript
 
-T0 = 1_800_000_000_000_000_000
 SRC = "minimal-http-server@box:4242"
 
 
-class Recorder(BaseSink):
+class Script(DecoderScript):
+    """test_lws_decoder's producer script, as the lws file server of these scenarios."""
+
     def __init__(self) -> None:
-        self.txns: list[Transaction] = []
-        self.flags: list[tuple[Wsi, str, bool]] = []
-        self.destroyed: list[Wsi] = []
-        self.refused: list[Transaction] = []
-
-    def transaction_ended(self, txn: Transaction) -> None:
-        self.txns.append(txn)
-
-    def wsi_flagged(self, wsi: Wsi, rule: str, certain: bool) -> None:
-        self.flags.append((wsi, rule, certain))
-
-    def wsi_destroyed(self, wsi: Wsi) -> None:
-        self.destroyed.append(wsi)
-
-    def transaction_refused(self, txn: Transaction) -> None:
-        self.refused.append(txn)
-
-
-class Script:
-    def __init__(self) -> None:
-        self.rec = Recorder()
-        self.tracker = Tracker([self.rec])
-        self.decoder = LwsDecoder(self.tracker)
-        self.seq = 0
-
-    def __call__(self, r: int, wsi: str | None = None, **fields: Any) -> None:
-        self.seq += 1
-        fields.setdefault("ctx", "c1")
-        self.decoder.feed(
-            Event(v=1, src=SRC, seq=self.seq, t=T0 + self.seq * 1000, r=r, wsi=wsi, **fields)
-        )
-
-    def live(self) -> dict[str, int]:
-        out: dict[str, int] = {}
-        for wsi in self.tracker.live_wsis():
-            out[wsi.role.value] = out.get(wsi.role.value, 0) + 1
-        return out
+        super().__init__(SRC)
 
 
 def accept(s: Script, listen: str, wsi: str, fd: int = 7, port: int = 7681) -> None:
@@ -224,7 +183,7 @@ def test_the_upgrade_path_is_the_transaction_path() -> None:
 def test_the_client_request_comes_from_its_first_line() -> None:
     s = Script()
     s(85, "c1", method="POST", uri="/api/items", addr="example.com", port=8443)
-    s(105, "c1", peer="10.0.0.2")
+    s(105, "c1", peer="127.0.0.2")
     s(29, "c1", fd=5)
     s(24, "c1")
     s(44, "c1", status=201)
