@@ -11,9 +11,6 @@ from setuptools import Extension, setup
 
 FAST_PATHS = (
     ("lwsobs.ingest._fastwire", "lwsobs/ingest/_fastwire.c"),  # wire-v1 line parsing
-    ("lwsobs.core._fastcore", "lwsobs/core/_fastcore.c"),  # per-request bookkeeping
-    ("lwsobs.sources._fasthooks", "lwsobs/sources/_fasthooks.c"),  # aiohttp server hooks
-    ("lwsobs.sinks._fastspan", "lwsobs/sinks/_fastspan.c"),  # span export worker
 )
 
 setup(

@@ -9,7 +9,7 @@ configuration, so the difference between two configurations is what lwsobs adds:
 
   plain       aiohttp alone
   off         lwsobs installed, every per-request hook removed (what is left is per connection)
-  pure, fast  the hooks on the pure-Python path or on the C path (lwsobs/sources/_fasthooks.c)
+  on          the hooks as installed (compiled or interpreted, as this interpreter imports them)
 
 The Tracker's bind/drop are replaced by no-ops (`--noop python`, bench/server.py's
 `nothing(*args, **kwargs)`, or `--noop builtin`, a C callable) unless `--bookkeeping`: their cost
@@ -22,7 +22,7 @@ own. The start-up heap is frozen out of the cyclic GC (`gc.freeze()`; `--gc` doe
 collection over it costs millions of instructions and lands at another request in every run.
 Prints a table; asserts nothing.
 
-    .venv/bin/python bench/hooks.py [--configs plain,off,pure,fast] [--requests 500] [--detail]
+    .venv/bin/python bench/hooks.py [--configs plain,off,on] [--requests 500] [--detail]
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIGS = ("plain", "off", "pure", "fast")
+CONFIGS = ("plain", "off", "on")
 _TOTAL = re.compile(rb"^summary:\s+(\d+)", re.MULTILINE)
 TRACEPARENT = "traceparent: 00-" + "1" * 32 + "-" + "2" * 16 + "-01"
 
@@ -66,15 +66,11 @@ def build_app(config: str, detail: bool, noop: str, bookkeeping: bool) -> Any:
     from lwsobs.core.tracker import Tracker
     from lwsobs.instrument import instrument
     from lwsobs.observer import Observer
-    from lwsobs.sources import aiohttp_server
     from lwsobs.sources.aiohttp_server import InstrumentedRequestHandler, RequestHandler
 
     if not bookkeeping:
         stub: Any = nothing if noop == "python" else "".format  # C: takes anything, cheap
         Tracker.bind = Tracker.drop = stub  # type: ignore[method-assign]
-    fast = aiohttp_server.use_fast_path(config == "fast")
-    if fast != (config == "fast"):
-        sys.exit("the C fast path is not built: see lwsobs/sources/_fasthooks.c")
     if config == "off":
         handler: Any = InstrumentedRequestHandler
         handler.data_received = RequestHandler.data_received

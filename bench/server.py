@@ -68,11 +68,7 @@ def build_plain() -> tuple[web.Application, Shutdown | None]:
 def disable_parts(parts: str) -> None:
     """For bench/instructions.py --breakdown only: switch parts of lwsobs off to weigh them."""
     from lwsobs.core.tracker import Tracker
-    from lwsobs.sources.aiohttp_server import (
-        InstrumentedRequestHandler,
-        RequestHandler,
-        use_fast_path,
-    )
+    from lwsobs.sources.aiohttp_server import InstrumentedRequestHandler, RequestHandler
 
     def nothing(*args: Any, **kwargs: Any) -> None:
         return None
@@ -80,7 +76,6 @@ def disable_parts(parts: str) -> None:
     if "bookkeeping" in parts:  # the hooks run, the core does nothing per request
         Tracker.bind = Tracker.drop = nothing  # type: ignore[method-assign]
     if "hooks" in parts:  # no per-request hook at all: what is left is per connection
-        use_fast_path(False)  # the pure handler, with its three hooks taken out below
         handler: Any = InstrumentedRequestHandler
         handler.data_received = RequestHandler.data_received
         handler.log_access = RequestHandler.log_access

@@ -11,17 +11,16 @@ of one transaction, start-up and shutdown cancelled out.
 Parts: `base` (Tracker only: the bind/drop every part pays), `none` (SpanSink without
 exporters: queueing and sampling), `recent` (RecentConnections only), `encode` (the OTLP encoder,
 nothing sent), `otlp` (OtlpExporter only), `all` (RecentConnections + OtlpExporter, the
-service's default with an OTLP endpoint). `--modes fast,pure` runs each part with the C fast
-paths and with LWSOBS_PURE_PYTHON=1.
+service's default with an OTLP endpoint). It measures the build this interpreter imports
+(compiled or interpreted: `lwsobs.build_kind()`); run it from each build to compare them.
 
-Usage: python bench/spanpath.py [--parts all,base] [--modes fast,pure] [-n 2048]
+Usage: python bench/spanpath.py [--parts all,base] [-n 2048]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -33,7 +32,7 @@ from pathlib import Path
 from run import PYTHON, ROOT, Pinning, Sink, clean_env
 
 PARTS = ("base", "none", "recent", "encode", "otlp", "all")
-MODES = ("fast", "pure")
+MODES = ("build",)  # what this interpreter imports; a build is chosen when installing
 CONNECTIONS = 10
 T0 = 1_795_713_864_949_553_093
 _TOTAL = re.compile(rb"^summary:\s+(\d+)", re.MULTILINE)
@@ -109,8 +108,6 @@ def measure(part: str, mode: str, count: int, sink: Sink) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "callgrind.out"
         env = clean_env()
-        if mode == "pure":
-            env["LWSOBS_PURE_PYTHON"] = "1"
         argv = [
             "valgrind",
             "--tool=callgrind",
@@ -147,7 +144,7 @@ def measure(part: str, mode: str, count: int, sink: Sink) -> int:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--parts", default="base,all")
-    parser.add_argument("--modes", default="fast")
+    parser.add_argument("--modes", default="build")
     parser.add_argument("-n", type=int, default=2048, help="N (the runs are N and 3N)")
     parser.add_argument("--child", choices=PARTS, help=argparse.SUPPRESS)
     parser.add_argument("--endpoint", default="", help=argparse.SUPPRESS)
@@ -161,7 +158,6 @@ def main() -> int:
     unknown = sorted(set(parts) - set(PARTS)) + sorted(set(modes) - set(MODES))
     if unknown:
         sys.exit(f"unknown parts or modes: {unknown} (parts: {PARTS}, modes: {MODES})")
-    os.environ.pop("LWSOBS_PURE_PYTHON", None)
     sink = Sink(Pinning(None, None))
     results: dict[tuple[str, str], float] = {}
     try:

@@ -66,10 +66,11 @@ class Observer:
         self.tracker.add_sink(self.live)
         self.leak_log = LeakLog()
         self.tracker.add_sink(self.leak_log)
-        self.collector = LwsobsCollector(self.tracker, self.metrics, self.ids)
+        self.collector = LwsobsCollector(self.tracker, self.metrics)
         self.collector.extra.append(lambda: table_bounds(self.tracker))
         if config.spans:
             builder = SpanBuilder(self.ids, _get_from_env_or_default())
+            self.collector.sampling = builder  # exemplars point only at kept traces
             exporters: list[FactExporter] = []
             if config.recent_traces:
                 self.recent = RecentTraces(builder, max_traces=config.recent_traces)

@@ -15,9 +15,6 @@ from lwsobs.config import Config
 from lwsobs.instrument import instrument
 from lwsobs.observer import Observer
 
-# the C hooks' fake clock and handler switch, for the unit and the socket tests of the hooks
-pytest_plugins = ("tests.fasthooks_support",)
-
 
 def free_port() -> int:
     with socket.socket() as s:

@@ -1,15 +1,14 @@
 """The records the core keeps: contexts, wsis and transactions.
 
 They use __slots__ because a busy producer keeps hundreds of thousands of them live; sinks read
-them, only the Tracker writes them. Transaction, made once per request, has a C twin
-(lwsobs/core/_fastcore.c) that replaces it when built (see lwsobs.core.fast).
+them, only the Tracker writes them (a sink keeps what it decides about a record, such as a
+sampling decision, in its own tables).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from lwsobs.core import fast
 from lwsobs.core.roles import Role
 
 Peer = tuple[Any, ...] | str | None
@@ -90,7 +89,6 @@ class Wsi:
         "local",
         "peer",
         "role",
-        "sampled",
         "serial",
         "transactions",
         "txn",
@@ -123,8 +121,6 @@ class Wsi:
         self.end_ns: int | None = None
         self.end_reason: str | None = None
         self.leak: str | None = None
-        # Set by the span sink once its sampler decided for the connection's trace.
-        self.sampled: bool | None = None
 
     @property
     def extra(self) -> WsiExtra:
@@ -197,7 +193,6 @@ class Transaction:
         "path",
         "role",
         "route",
-        "sampled",
         "serial",
         "start_ns",
         "status",
@@ -229,8 +224,6 @@ class Transaction:
         self.status: int | None = None
         self.route: str | None = None
         self.error: str | None = None
-        # Set by the span sink once its sampler decided; exemplars only point at kept traces.
-        self.sampled: bool | None = None
 
     @property
     def queue_ns(self) -> int:
@@ -242,10 +235,3 @@ class Transaction:
         """Arrival to end: what the client experienced on this connection."""
         end = self.end_ns if self.end_ns is not None else self.start_ns
         return max(0, end - self.arrived_ns)
-
-
-PyTransaction = Transaction  # the pure-Python reference, whichever one is in use
-FASTCORE: Any = fast.load_core(Wsi, Context)
-"""The configured C fast path of the core, or None when pure Python is in use."""
-if FASTCORE is not None and not TYPE_CHECKING:
-    Transaction = FASTCORE.Transaction

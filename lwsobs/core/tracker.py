@@ -18,7 +18,6 @@ from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, Final
 
-from lwsobs.core.hotpath import TrackerBase
 from lwsobs.core.model import Context, Peer, Transaction, Wsi
 from lwsobs.core.policy import NS, LeakPolicy
 from lwsobs.core.roles import SUSPECT_RULES, AbandonReason, EndReason, LeakRule, Role
@@ -34,11 +33,8 @@ _FOLDED_MEMORY: Final = 65536  # folded source names remembered, to count each o
 _EVICTED: Final = LeakRule.EVICTED.value
 
 
-class Tracker(TrackerBase):
-    """Owns the live wsi table; the only writer of Context, Wsi and Transaction records.
-
-    bind, drop and _end_transaction come from TrackerBase (hotpath.py, or its C twin).
-    """
+class Tracker:
+    """Owns the live wsi table; the only writer of Context, Wsi and Transaction records."""
 
     def __init__(
         self,
@@ -180,6 +176,82 @@ class Tracker(TrackerBase):
         for cb in self._on_open:
             cb(wsi)
         return wsi
+
+    def bind(
+        self,
+        wsi: Wsi,
+        now: int,
+        arrived: int | None = None,
+        method: str | None = None,
+        path: str | None = None,
+        traceparent: str | None = None,
+    ) -> Transaction | None:
+        """A transaction starts (HTTP_BIND_PROTOCOL / a request taken off the queue).
+
+        `path` is the request target as received (query included; sinks strip what they must).
+        `arrived` is when the request's bytes arrived; for pipelined requests it is earlier than
+        `now` and the difference is the queue wait. A transaction still open is ended first,
+        as 'superseded': on one h1 wsi transactions never overlap.
+        """
+        if wsi.end_ns is not None:
+            return None
+        if wsi.txn is not None:
+            self._end_transaction(wsi, wsi.txn, now, None, None, "superseded")
+        self._txn_serial += 1
+        txn = Transaction(
+            wsi,
+            self._txn_serial,
+            wsi.transactions,
+            now if arrived is None or arrived > now else arrived,
+            now,
+            method,
+            path,
+            traceparent,
+        )
+        wsi.transactions += 1
+        wsi.txn = txn
+        rel = now - self.epoch_ns
+        if rel > wsi._last:
+            wsi._last = rel
+        active = wsi.context.active_transactions
+        active[wsi.role] = active.get(wsi.role, 0) + 1
+        return txn
+
+    def drop(
+        self,
+        wsi: Wsi,
+        now: int,
+        status: int | None = None,
+        route: str | None = None,
+        error: str | None = None,
+    ) -> Transaction | None:
+        """The current transaction ends (HTTP_DROP_PROTOCOL after a completed transaction)."""
+        txn = wsi.txn
+        if txn is None:
+            return None
+        self._end_transaction(wsi, txn, now, status, route, error)
+        return txn
+
+    def _end_transaction(
+        self,
+        wsi: Wsi,
+        txn: Transaction,
+        now: int,
+        status: int | None,
+        route: str | None,
+        error: str | None,
+    ) -> None:
+        txn.end_ns = now
+        txn.status = status
+        txn.route = route
+        txn.error = error
+        wsi.txn = None
+        rel = now - self.epoch_ns
+        if rel > wsi._last:
+            wsi._last = rel
+        wsi.context.active_transactions[wsi.role] -= 1
+        for cb in self._on_txn:
+            cb(txn)
 
     def touch(self, wsi: Wsi, now: int) -> None:
         """Activity that is not a transaction boundary (websocket frames, h2 pings)."""

@@ -17,12 +17,12 @@ from prometheus_client.core import (
 )
 from prometheus_client.samples import Exemplar
 
-from lwsobs.core.ids import Ids
 from lwsobs.core.model import Transaction, Wsi
 from lwsobs.core.roles import Role
 from lwsobs.core.tracker import Tracker
 from lwsobs.sinks.histogram import Histogram
 from lwsobs.sinks.metrics import MetricsSink
+from lwsobs.sinks.span_builder import SpanBuilder
 
 ExtraFamilies = Callable[[], Iterable[Metric]]
 
@@ -115,12 +115,14 @@ class LwsobsCollector:
         self,
         tracker: Tracker,
         metrics: MetricsSink,
-        ids: Ids | None = None,
+        sampling: SpanBuilder | None = None,
         extra: list[ExtraFamilies] | None = None,
     ) -> None:
+        """`sampling`: the span path's builder, whose kept traces exemplars may point at
+        (None: spans are off, so no exemplars)."""
         self.tracker = tracker
         self.metrics = metrics
-        self.ids = ids
+        self.sampling = sampling
         self.extra = extra if extra is not None else []
 
     def describe(self) -> list[Metric]:
@@ -180,22 +182,17 @@ class LwsobsCollector:
         return family
 
     def _exemplar(self, ex: tuple[object, float] | None) -> Exemplar | None:
-        if ex is None or self.ids is None:
+        sampling = self.sampling
+        if ex is None or sampling is None:
             return None
         obj, value = ex
+        if not isinstance(obj, Transaction | Wsi) or not sampling.known_kept(obj):
+            return None
+        ids = sampling.ids
         if isinstance(obj, Transaction):
-            if obj.sampled is not True:
-                return None
-            trace = self.ids.txn_trace(obj)
+            trace = ids.txn_trace(obj)
             return _make_exemplar(trace.trace_id, trace.span_id, value, obj.end_ns)
-        if isinstance(obj, Wsi):
-            if obj.sampled is not True:
-                return None
-            span_end = obj.span_end_ns
-            return _make_exemplar(
-                self.ids.wsi_trace_id(obj), self.ids.wsi_span_id(obj), value, span_end
-            )
-        return None
+        return _make_exemplar(ids.wsi_trace_id(obj), ids.wsi_span_id(obj), value, obj.span_end_ns)
 
 
 def _series_order(item: tuple[tuple[str, Role], Histogram]) -> tuple[str, str]:

@@ -67,7 +67,7 @@ SpanBuilder.connection writes them, keys alone where a per-connection value foll
 
 
 def shape_key(fact: ConnectionFact) -> tuple[Any, ...]:
-    """What a connection span's shape depends on (_fastspan.c builds the same tuple)."""
+    """What a connection span's shape depends on ."""
     ctx = fact.wsi.context
     return (fact.role, ctx.source, ctx.name, fact.leak, fact.end_reason)
 

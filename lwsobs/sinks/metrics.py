@@ -8,9 +8,8 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections import defaultdict
-from typing import TYPE_CHECKING
 
-from lwsobs.core.model import FASTCORE, Transaction, Wsi
+from lwsobs.core.model import Transaction, Wsi
 from lwsobs.core.policy import NS
 from lwsobs.core.roles import CODE_CLASSES, SUSPECT_RULES, Role, code_class_index
 from lwsobs.sinks.base import NullSink
@@ -38,50 +37,8 @@ class TransactionSeries:
         self.queue_wait = Histogram(DURATION_BUCKETS_S)
 
 
-class TransactionCounting:
-    """The per-request update, pure-Python reference of the C `MetricsHotPath` (_fastcore.c).
-
-    The C one keeps `series` in a slot of its own and remembers its last lookup (valid while the
-    table, its entries, the source and the role are unchanged), and rewrites the numbers and
-    exemplar tuples nothing else holds in place: none of it may show (test_fastcore.py).
-    """
-
-    series: dict[SourceRole, TransactionSeries]
-
-    def transaction_ended(self, txn: Transaction) -> None:
-        # The per-request path: one lookup, then list arithmetic (histograms inlined).
-        key = (txn.wsi.context.source, txn.role)
-        series = self.series.get(key)
-        if series is None:
-            series = self.series[key] = TransactionSeries()
-        series.by_class[code_class_index(txn.status)] += 1
-        end = txn.end_ns
-        arrived = txn.arrived_ns
-        seconds = (end - arrived) / NS if end is not None and end > arrived else 0.0
-        hist = series.duration
-        i = bisect_left(hist.bounds, seconds)
-        hist.counts[i] += 1
-        hist.sum += seconds
-        hist.exemplars[i] = (txn, seconds)
-        start = txn.start_ns
-        waited = (start - arrived) / NS if start > arrived else 0.0
-        hist = series.queue_wait
-        hist.counts[bisect_left(hist.bounds, waited)] += 1
-        hist.sum += waited
-
-
-if TYPE_CHECKING or FASTCORE is None:
-    TransactionCountingBase = TransactionCounting
-else:
-    FASTCORE.configure_metrics(TransactionSeries, Histogram)
-    TransactionCountingBase = FASTCORE.MetricsHotPath
-
-
-class MetricsSink(TransactionCountingBase, NullSink):
-    """Counts what the Tracker reports; every key is (source, role[, closed-set value]).
-
-    transaction_ended comes from TransactionCountingBase (the C one when it is built).
-    """
+class MetricsSink(NullSink):
+    """Counts what the Tracker reports; every key is (source, role[, closed-set value])."""
 
     def __init__(self) -> None:
         self.created: dict[SourceRole, int] = defaultdict(int)
@@ -112,6 +69,27 @@ class MetricsSink(TransactionCountingBase, NullSink):
     @property
     def queue_wait(self) -> dict[SourceRole, Histogram]:
         return {key: series.queue_wait for key, series in self.series.items()}
+
+    def transaction_ended(self, txn: Transaction) -> None:
+        # The per-request path: one lookup, then list arithmetic (histograms inlined).
+        key = (txn.wsi.context.source, txn.role)
+        series = self.series.get(key)
+        if series is None:
+            series = self.series[key] = TransactionSeries()
+        series.by_class[code_class_index(txn.status)] += 1
+        end = txn.end_ns
+        arrived = txn.arrived_ns
+        seconds = (end - arrived) / NS if end is not None and end > arrived else 0.0
+        hist = series.duration
+        i = bisect_left(hist.bounds, seconds)
+        hist.counts[i] += 1
+        hist.sum += seconds
+        hist.exemplars[i] = (txn, seconds)
+        start = txn.start_ns
+        waited = (start - arrived) / NS if start > arrived else 0.0
+        hist = series.queue_wait
+        hist.counts[bisect_left(hist.bounds, waited)] += 1
+        hist.sum += waited
 
     def wsi_opened(self, wsi: Wsi) -> None:
         self.created[(wsi.context.source, wsi.role)] += 1

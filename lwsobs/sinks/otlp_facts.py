@@ -6,11 +6,6 @@ is encoded once per connection per batch, and low-cardinality attributes (role, 
 status) come from a small cache. The common connection span is written from fragments too
 (connection_span.py). Other spans go through SpanBuilder and the generic encoder. All paths
 produce the same spans; tests decode them with opentelemetry-proto to check it.
-
-With the C fast path (span_fastpath), _fastspan.Encoder writes the common transaction and
-connection spans and the request framing itself, byte for byte as `_fast_transaction`,
-connection_span.encode and `encode_request` do, from the same cached fragments; it calls back
-here for every fragment cache miss and for every span it does not write itself (`_span`).
 """
 
 from __future__ import annotations
@@ -20,7 +15,7 @@ from typing import Any
 
 from lwsobs.core.ids import Ids
 from lwsobs.core.model import Transaction, Wsi
-from lwsobs.sinks import connection_span, span_fastpath
+from lwsobs.sinks import connection_span
 from lwsobs.sinks import otlp_encode as enc
 from lwsobs.sinks.span_builder import (
     STATUS_ERROR,
@@ -69,53 +64,27 @@ class FactEncoder:
         # The previous batch's connection fragments: a kept-alive connection recurs batch after
         # batch. Only that batch's, so no wsi stays referenced for more than one more batch.
         self._previous: dict[Wsi, tuple[bytes, bytes, bytes]] = {}
-        # The C encoder derives transaction span ids itself: only for the Ids scheme it knows.
-        fast = span_fastpath.fast() if type(self.ids) is Ids else None
-        self._fast = None
-        if fast is not None:
-            self._fast = fast.Encoder(
-                self.ids.salt,
-                resource,
-                scope,
-                _INDEX_KEY,
-                _QUEUE_KEY,
-                _PATH_KEY,
-                _WSI_ID_KEY,
-                self._shapes,
-                self._shape,
-                self._connection,
-                self._path,
-                self._span,
-                ConnectionFact,
-                self._connection_shapes.cache,
-                self._connection_shapes,
-                connection_span.BUILT_KEYS,
-            )
 
     def encode(self, facts: Sequence[Fact]) -> bytes:
         """ExportTraceServiceRequest bytes for `facts`, which the sampler already kept."""
         conns: dict[Wsi, tuple[bytes, bytes, bytes]] = {}
-        if self._fast is not None:
-            encoded: bytes = self._fast.encode(facts, self.ids.join_traceparent, conns)
-        else:
-            spans = [self._span(f, conns) for f in facts]
-            encoded = enc.encode_request(self.resource, self.scope, spans)
+        spans = [self._span(f, conns) for f in facts]
+        encoded = enc.encode_request(self.resource, self.scope, spans)
         self._previous = conns
         return encoded
 
     def _span(self, fact: Fact, conns: dict[Wsi, tuple[bytes, bytes, bytes]]) -> bytes:
         """One encoded span; `conns` caches connection fragments for the batch."""
-        # Transaction may be a C type (core/_fastcore.c): test for the one Python fact type.
         if isinstance(fact, ConnectionFact):
             return self._connection_span(fact, conns)
         if fact.traceparent is None or not self.ids.join_traceparent:
-            return self._fast_transaction(fact, conns)
+            return self._nested_transaction(fact, conns)
         return enc.encode_span(self.builder.transaction(fact))
 
     def _connection_span(
         self, fact: ConnectionFact, conns: dict[Wsi, tuple[bytes, bytes, bytes]]
     ) -> bytes:
-        """A connection span, from fragments unless it is unusual (as _fastspan.c does)."""
+        """A connection span, from fragments unless it is unusual."""
         if not connection_span.usual(fact):
             return enc.encode_span(self.builder.connection(fact))
         wsi = fact.wsi
@@ -188,7 +157,7 @@ class FactEncoder:
             )
         return conn
 
-    def _fast_transaction(
+    def _nested_transaction(
         self, txn: Transaction, conns: dict[Wsi, tuple[bytes, bytes, bytes]]
     ) -> bytes:
         wsi = txn.wsi

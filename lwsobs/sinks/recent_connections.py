@@ -7,8 +7,7 @@ it, and every connection it shows has a trace an exporter received.
 
 Transactions of a connection that is still live wait in a bounded `pending` table; the
 connection moves to the `finished` ring when its ConnectionFact arrives. Every bound drops the
-oldest entries first. With the C fast path (span_fastpath), `_fastspan.record` runs the export
-loop for transactions of connections already pending, and calls back here for the rest.
+oldest entries first.
 """
 
 from __future__ import annotations
@@ -19,7 +18,6 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 from lwsobs.core.model import Transaction, Wsi
-from lwsobs.sinks import span_fastpath
 from lwsobs.sinks.span_builder import ConnectionFact
 
 Fact = Transaction | ConnectionFact
@@ -57,18 +55,13 @@ class RecentConnections:
         self._pending: OrderedDict[Wsi, _Entry] = OrderedDict()
         self._lock = threading.Lock()
         self.evicted = 0  # live connections whose transactions were forgotten (pending full)
-        self._fast = span_fastpath.fast()
 
     # -- the export worker -------------------------------------------------------------------
 
     def export(self, facts: Sequence[Fact]) -> bool:
         pending = self._pending
         with self._lock:
-            if self._fast is not None:
-                self._fast.record(pending, facts, self._open, self._finish, ConnectionFact)
-                return True
             for fact in facts:
-                # Transaction may be a C type (core/_fastcore.c): test for the Python fact type.
                 if isinstance(fact, ConnectionFact):
                     self._finish(fact)
                     continue

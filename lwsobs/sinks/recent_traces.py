@@ -48,7 +48,6 @@ class RecentTraces:
         ids = self.builder.ids
         with self._lock:
             for fact in facts:
-                # Transaction may be a C type (core/_fastcore.c): test for the Python fact type.
                 trace_id = (
                     ids.wsi_trace_id(fact.wsi)
                     if isinstance(fact, ConnectionFact)

@@ -8,7 +8,7 @@ tuple: building an SDK ReadableSpan and encoding it through the SDK costs severa
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any, Final, NamedTuple
 
 from opentelemetry import trace as trace_api
 from opentelemetry.sdk.trace.sampling import Decision, Sampler
@@ -125,71 +125,115 @@ def protocol_attrs(role: Role) -> Attributes:
     return {}
 
 
+def _root(wsi: Wsi) -> Wsi:
+    """The wsi whose trace `wsi` belongs to: itself, or the connection of an h2 stream."""
+    while wsi.parent is not None:
+        wsi = wsi.parent
+    return wsi
+
+
 def leak_status(leak: str | None) -> tuple[int, str]:
     """The status code and message of a connection span."""
     return (STATUS_ERROR, f"wsi leaked ({leak})") if leak is not None else (STATUS_UNSET, "")
 
 
-class SpanBuilder:
-    """Stateless apart from its configuration; the sampler decides per trace."""
+DECISIONS_KEPT: Final = 1 << 17
+"""Sampling answers remembered per kind (connection traces, joined transactions)."""
 
-    def __init__(self, ids: Ids, sampler: Sampler) -> None:
+
+class SpanBuilder:
+    """Its configuration, and the sampler's answers, which it keeps in its own tables.
+
+    The core's records are the Tracker's to write, so a decision is remembered here by serial:
+    a connection trace by its root wsi's, a transaction that joined a caller's trace by its own.
+    Both tables are bounded (oldest answers go first); a later fact of a forgotten trace asks
+    the sampler again, which the standard samplers answer the same way for the same trace id,
+    and exemplars are shown only for traces whose answer is still known to be "kept".
+    """
+
+    def __init__(self, ids: Ids, sampler: Sampler, *, remember: int = DECISIONS_KEPT) -> None:
         self.ids = ids
         self.sampler = sampler
+        self._remember = remember
+        self._wsi_kept: dict[int, bool] = {}  # root wsi serial -> kept
+        self._txn_kept: dict[int, bool] = {}  # joined transaction serial -> kept
 
     # -- sampling ----------------------------------------------------------------------------
 
     def wsi_sampled(self, wsi: Wsi) -> bool:
         """Decide once per connection trace, the same way for every span in it."""
-        if wsi.sampled is None:
-            root = wsi
-            while root.parent is not None:
-                root = root.parent
-            if root.sampled is None:
-                result = self.sampler.should_sample(
-                    None,
-                    self.ids.wsi_trace_id(root),
-                    f"wsi {root.role}",
-                    _SDK_KINDS[span_kind(root.role)],
-                )
-                root.sampled = _is_sampled(result.decision)
-            wsi.sampled = root.sampled
-        return wsi.sampled
-
-    # -- building ----------------------------------------------------------------------------
+        root = _root(wsi)
+        kept = self._wsi_kept.get(root.serial)
+        if kept is None:
+            result = self.sampler.should_sample(
+                None,
+                self.ids.wsi_trace_id(root),
+                f"wsi {root.role}",
+                _SDK_KINDS[span_kind(root.role)],
+            )
+            kept = _is_sampled(result.decision)
+            self._keep(self._wsi_kept, root.serial, kept)
+        return kept
 
     def decide(self, fact: ConnectionFact | Transaction) -> bool:
-        """Ask the sampler (once per trace) and record the answer on the fact's objects."""
-        # Transaction may be a C type (core/_fastcore.c): test for the one Python fact type.
+        """Ask the sampler (once per trace) and remember the answer."""
         if isinstance(fact, ConnectionFact):
             return self.wsi_sampled(fact.wsi)
         return self.transaction_sampled(fact)
 
     def transaction_sampled(self, txn: Transaction) -> bool:
-        if txn.sampled is None:
-            if txn.traceparent is None or not self.ids.join_traceparent:
-                # nested in its connection: the connection's trace decides
-                txn.sampled = self.wsi_sampled(txn.wsi)
-                return txn.sampled
+        if not self._joins(txn):
+            return self.wsi_sampled(txn.wsi)  # nested in its connection: its trace decides
+        kept = self._txn_kept.get(txn.serial)
+        if kept is None:
             trace = self.ids.txn_trace(txn)
-            if trace.remote is None:
-                txn.sampled = self.wsi_sampled(txn.wsi)
-            else:
-                parent = SpanContext(
+            remote = trace.remote
+            assert remote is not None  # _joins said so
+            parent = SpanContext(
+                trace.trace_id,
+                trace.parent_span_id,
+                is_remote=True,
+                trace_flags=TraceFlags(TraceFlags.SAMPLED if remote.sampled else 0),
+            )
+            kept = _is_sampled(
+                self.sampler.should_sample(
+                    trace_api.set_span_in_context(trace_api.NonRecordingSpan(parent)),
                     trace.trace_id,
-                    trace.parent_span_id,
-                    is_remote=True,
-                    trace_flags=TraceFlags(TraceFlags.SAMPLED if trace.remote.sampled else 0),
-                )
-                txn.sampled = _is_sampled(
-                    self.sampler.should_sample(
-                        trace_api.set_span_in_context(trace_api.NonRecordingSpan(parent)),
-                        trace.trace_id,
-                        txn.method or "HTTP",
-                        _SDK_KINDS[span_kind(txn.role)],
-                    ).decision
-                )
-        return txn.sampled
+                    txn.method or "HTTP",
+                    _SDK_KINDS[span_kind(txn.role)],
+                ).decision
+            )
+            self._keep(self._txn_kept, txn.serial, kept)
+        return kept
+
+    def known_kept(self, record: Wsi | Transaction) -> bool:
+        """True only if the sampler already kept `record`'s trace (exemplars); never asks it."""
+        if isinstance(record, Wsi):
+            return self._wsi_kept.get(_root(record).serial) is True
+        if self._joins(record):
+            return self._txn_kept.get(record.serial) is True
+        return self._wsi_kept.get(_root(record.wsi).serial) is True
+
+    def record_decision(self, record: Wsi | Transaction, kept: bool) -> None:
+        """Remember an answer as if the sampler had given it (replays and tests)."""
+        if isinstance(record, Transaction) and self._joins(record):
+            self._keep(self._txn_kept, record.serial, kept)
+        else:
+            wsi = record if isinstance(record, Wsi) else record.wsi
+            self._keep(self._wsi_kept, _root(wsi).serial, kept)
+
+    def _joins(self, txn: Transaction) -> bool:
+        """Whether `txn` is a span of its caller's trace rather than of its connection's."""
+        if txn.traceparent is None or not self.ids.join_traceparent:
+            return False
+        return self.ids.txn_trace(txn).remote is not None
+
+    def _keep(self, table: dict[int, bool], serial: int, kept: bool) -> None:
+        table[serial] = kept
+        if len(table) > self._remember:
+            del table[next(iter(table))]  # the oldest answer
+
+    # -- building ----------------------------------------------------------------------------
 
     def connection(self, fact: ConnectionFact) -> SpanData:
         # connection_span.py encodes the same span from fragments: keep the two in step

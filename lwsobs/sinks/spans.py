@@ -5,10 +5,6 @@ full), asks the sampler about each fact and hands the kept ones to every exporte
 in-memory store), which encode them their own way. A full queue drops new facts and counts
 them: nothing is lost silently.
 
-With the C fast path (span_fastpath), the push is a C callable the Tracker calls directly, and
-the worker samples in C every fact whose trace is already decided; the sampler itself, and
-anything unusual, stays in Python.
-
 A backend that hangs must not hold the process: `flush` waits a bounded time, and so does
 `shutdown`, which then aborts the export in progress (exporters with an `abort()` cut their
 connection) and counts what was left as dropped for `shutdown`.
@@ -25,7 +21,6 @@ from typing import Any, Protocol
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from lwsobs.core.model import Transaction, Wsi
-from lwsobs.sinks import span_fastpath
 from lwsobs.sinks.base import NullSink
 from lwsobs.sinks.span_builder import ConnectionFact, SpanBuilder, snapshot
 
@@ -62,20 +57,12 @@ class SpanSink(NullSink):
     ) -> None:
         self.builder = builder
         self.exporters = list(exporters)
-        self._max_queue = max_queue
-        self._batch_size = batch_size
+        # beyond max_queue new facts are dropped (queue_full); a batch_size queue wakes the worker
+        self.max_queue = max_queue
+        self.batch_size = batch_size
         self.delay_s = delay_s
         self._queue: deque[Fact] = deque()
         self._wake = threading.Event()
-        # The C path samples the way SpanBuilder does, so it serves SpanBuilder only.
-        self._fast = span_fastpath.fast() if type(builder) is SpanBuilder else None
-        self._pusher: Any = None
-        if self._fast is not None:
-            self._pusher = self._fast.Pusher(
-                self._queue, max_queue, batch_size, self._wake.set, self._overflow
-            )
-            # The Tracker binds `transaction_ended` once: it gets the C pusher itself.
-            self.__dict__["transaction_ended"] = self._pusher
         self._stop = False
         self._abandon = False  # shutdown gave up: export nothing more
         self._flush_requested = False
@@ -86,28 +73,6 @@ class SpanSink(NullSink):
         self.dropped: Counter[str] = Counter()
         self._thread: threading.Thread | None = None
 
-    @property
-    def max_queue(self) -> int:
-        """Facts queued at most; beyond it new facts are dropped (counted as queue_full)."""
-        return self._max_queue
-
-    @max_queue.setter
-    def max_queue(self, value: int) -> None:
-        self._max_queue = value
-        if self._pusher is not None:
-            self._pusher.max_queue = value
-
-    @property
-    def batch_size(self) -> int:
-        """Facts per export; a queue this long wakes the worker."""
-        return self._batch_size
-
-    @batch_size.setter
-    def batch_size(self, value: int) -> None:
-        self._batch_size = value
-        if self._pusher is not None:
-            self._pusher.batch_size = value
-
     # -- hot path ----------------------------------------------------------------------------
 
     def transaction_ended(self, txn: Transaction) -> None:
@@ -117,15 +82,12 @@ class SpanSink(NullSink):
         self._push(snapshot(wsi))
 
     def _push(self, fact: Fact) -> None:
-        if self._pusher is not None:
-            self._pusher(fact)
-            return
         queue = self._queue
-        if len(queue) >= self._max_queue:
+        if len(queue) >= self.max_queue:
             self._overflow(fact)
             return
         queue.append(fact)
-        if len(queue) == self._batch_size:
+        if len(queue) == self.batch_size:
             self._wake.set()
 
     def _overflow(self, fact: Fact) -> None:
@@ -168,19 +130,12 @@ class SpanSink(NullSink):
         """
         queue = self._queue
         batch = self.batch_size
-        fast = self._fast
         owed = len(queue) if everything else 0
         while (len(queue) >= batch or (owed > 0 and queue)) and not self._abandon:
             self._idle.clear()
             take = min(len(queue), batch)
             owed -= take
-            if fast is not None:
-                kept, sampled_out = fast.sample(
-                    queue, take, self.builder.ids.join_traceparent, self._decide, ConnectionFact
-                )
-                self.sampled_out += sampled_out
-            else:
-                kept = self._sample([queue.popleft() for _ in range(take)])
+            kept = self._sample([queue.popleft() for _ in range(take)])
             self._export(kept)
         self._idle.set()
 

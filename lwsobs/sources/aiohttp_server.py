@@ -9,13 +9,6 @@ aiohttp has no connection signals (aiohttp#2685), so this hooks the low-level pi
 - a web_server.Server subclass that builds those handlers and marks graceful shutdown;
 - the start/stop of aiohttp's sites, for the listening sockets (role `listen`).
 Nothing here builds a span: it only calls the Tracker, which bumps integers and appends facts.
-
-The three per-request hooks (data_received, the request factory, log_access) cost more than
-anything else lwsobs does per request, so they also exist in C (_fasthooks.c): FastRequestHandler
-is this handler with those three from C, used when the extension is built and LWSOBS_PURE_PYTHON
-is unset or 0. `use_fast_path()` switches new connections between the two. The Python methods
-here stay the reference the C mirrors call for call (tests/unit/test_fasthooks.py); the one
-difference is when Tracker.bind/drop are looked up: per call here, once per connection in C.
 """
 
 from __future__ import annotations
@@ -26,14 +19,12 @@ import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
 from time import monotonic_ns
-from types import FunctionType, SimpleNamespace
-from typing import TYPE_CHECKING, Any, ClassVar, Final
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web, web_protocol, web_runner, web_server
 from aiohttp.web_protocol import RequestHandler
 
 from lwsobs.clock import ANCHOR_NS, now_ns
-from lwsobs.core.fast import PURE_PYTHON
 from lwsobs.core.model import Context, Wsi
 from lwsobs.core.roles import Role
 
@@ -90,12 +81,8 @@ class InstrumentedRequestHandler(RequestHandler):
         "_lwsobs_arrivals",
         "_lwsobs_dequeued",
         "_lwsobs_factory",
-        "_lwsobs_state",
         "_lwsobs_wsi",
     )
-    # Set on FastRequestHandler: _fasthooks.RequestHook, its per-connection state (arrival
-    # stamps, requests taken) and request factory in one object, kept in `_lwsobs_state`.
-    _lwsobs_state_type: ClassVar[type[Any] | None] = None
 
     def __init__(self, manager: InstrumentedServer, **kwargs: Any) -> None:
         self._lwsobs_wsi: Wsi | None = None
@@ -104,16 +91,10 @@ class InstrumentedRequestHandler(RequestHandler):
         factory = self._request_factory
         assert factory is not None  # set from the manager in RequestHandler.__init__
         self._lwsobs_factory = factory
-        state_type = self._lwsobs_state_type
-        if state_type is None:
-            # (first message ordinal, last ordinal, arrival ns) per read that parsed messages
-            self._lwsobs_arrivals: deque[tuple[int, int, int]] = deque()
-            self._lwsobs_dequeued = 0
-            self._request_factory = self._lwsobs_make_request
-        else:  # aiohttp passes the handler to its factory: the hook needs no reference to it
-            self._lwsobs_state = self._request_factory = state_type(
-                factory, manager.tracker, manager.detail
-            )
+        # (first message ordinal, last ordinal, arrival ns) per read that parsed messages
+        self._lwsobs_arrivals: deque[tuple[int, int, int]] = deque()
+        self._lwsobs_dequeued = 0
+        self._request_factory = self._lwsobs_make_request
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         manager = self._lwsobs
@@ -206,72 +187,6 @@ class InstrumentedRequestHandler(RequestHandler):
             self._lwsobs.instrumentation.observer.finalized(wsi)
 
 
-def _status_property() -> property | None:
-    """aiohttp's StreamResponse.status when it is what aiohttp 3.10 .. 3.14 make it, a property
-    that returns `self._status`, else None. The C log_access then reads `_status` itself for the
-    responses that use this property, saving a Python frame per request (_fasthooks.c)."""
-    prop = web.StreamResponse.__dict__.get("status")
-    getter = getattr(prop, "fget", None)
-    if not isinstance(prop, property) or not isinstance(getter, FunctionType):
-        return None
-    probe = SimpleNamespace(_status=object())
-    try:
-        returns_status = getter(probe) is probe._status
-    except Exception:
-        return None
-    return prop if returns_status and getter.__code__.co_names == ("_status",) else None
-
-
-def _fast_handler() -> type[InstrumentedRequestHandler] | None:
-    """InstrumentedRequestHandler with its per-request hooks in C; None if not built."""
-    try:
-        from lwsobs.sources._fasthooks import RequestHook, configure, configure_status
-    except ImportError:
-        return None
-
-    class FastRequestHandler(InstrumentedRequestHandler):
-        """data_received and log_access from C (set below), the request factory a RequestHook;
-        everything per connection (open, close, upgrade, __del__) is inherited Python."""
-
-        __slots__ = ()
-        _lwsobs_state_type = RequestHook
-
-    FastRequestHandler.__qualname__ = "FastRequestHandler"  # not _fast_handler.<locals>...
-    try:
-        methods = configure(
-            FastRequestHandler,
-            ANCHOR_NS,
-            _ERROR_MESSAGE,
-            _base_data_received,
-            _base_log_access,
-            None,
-        )
-    except TypeError:  # an aiohttp without the slots the hooks read
-        log.warning("C hooks unusable with aiohttp's RequestHandler, using the pure path")
-        return None
-    configure_status(_status_property())
-    # Method descriptors of FastRequestHandler itself: CPython only specialises their calls
-    # for instances of exactly that type (a C mixin's methods would always take the slow call).
-    for name, method in methods.items():
-        setattr(FastRequestHandler, name, method)
-    return FastRequestHandler
-
-
-FAST_HANDLER: Final = _fast_handler()
-_handler_class: type[InstrumentedRequestHandler] = (
-    InstrumentedRequestHandler if FAST_HANDLER is None or PURE_PYTHON else FAST_HANDLER
-)
-
-
-def use_fast_path(enabled: bool) -> bool:
-    """Make new connections use the C hooks or the pure-Python ones (LWSOBS_PURE_PYTHON=1
-    starts pure); returns whether the C hooks are now in use, False when they are not built."""
-    global _handler_class
-    fast = FAST_HANDLER if enabled else None
-    _handler_class = InstrumentedRequestHandler if fast is None else fast
-    return _handler_class is not InstrumentedRequestHandler
-
-
 class InstrumentedServer(web_server.Server):
     """The low-level aiohttp server of an instrumented app: one lwsobs context."""
 
@@ -290,7 +205,7 @@ class InstrumentedServer(web_server.Server):
         self._listen: dict[int, list[Wsi]] = {}
 
     def __call__(self) -> RequestHandler:
-        handler_class = _handler_class
+        handler_class = InstrumentedRequestHandler
         try:
             return handler_class(self, loop=self._loop, **self._kwargs)
         except TypeError:

@@ -27,8 +27,10 @@ def busy_observer() -> Observer:
                 txn = tracker.bind(wsi, T0 + 10 + k, T0 + 5, "GET", "/x", None)
                 assert txn is not None
                 tracker.drop(wsi, T0 + 10**6 * k + 20, [200, 404, 500, 101, None][k % 5], "/x")
-                txn.sampled = k % 2 == 0
-                wsi.sampled = k % 3 != 1
+                sampling = observer.collector.sampling
+                assert sampling is not None
+                sampling.record_decision(txn, k % 2 == 0)
+                sampling.record_decision(wsi, k % 3 != 1)
                 if k % 3 == 0:
                     tracker.destroy(wsi, T0 + 10**9 * k)
                 elif k % 5 == 1:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import pytest
+from opentelemetry.sdk.trace.sampling import ALWAYS_ON
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import generate_latest
@@ -22,6 +23,7 @@ from lwsobs.core.roles import LeakRule, Role
 from lwsobs.core.tracker import Tracker
 from lwsobs.sinks.collector import LwsobsCollector
 from lwsobs.sinks.metrics import MetricsSink
+from lwsobs.sinks.span_builder import SpanBuilder
 from tests.unit.recording import T0, RecordingSink
 
 MS = 1_000_000
@@ -34,6 +36,7 @@ class Scenario:
     tracker: Tracker
     metrics: MetricsSink
     ids: Ids
+    sampling: SpanBuilder
     collector: LwsobsCollector
     a: Wsi  # two transactions, destroyed after 4 s
     b: Wsi  # upgraded to ws-server, destroyed after 60 s
@@ -51,7 +54,8 @@ def run_scenario() -> Scenario:
     metrics = MetricsSink()
     tracker = Tracker([RecordingSink(), metrics])
     ids = Ids(0xFEEDFACECAFEBEEF)
-    collector = LwsobsCollector(tracker, metrics, ids)
+    sampling = SpanBuilder(ids, ALWAYS_ON)
+    collector = LwsobsCollector(tracker, metrics, sampling)
     app = tracker.context("aiohttp", "app")
     lws = tracker.context("lws", "ctx")
 
@@ -88,7 +92,9 @@ def run_scenario() -> Scenario:
     tracker.destroy(client, T0 + 3 * NS // 2)
 
     assert a1 is not None and a2 is not None and b1 is not None
-    return Scenario(tracker, metrics, ids, collector, a, b, c, d, e, f, client, a1, a2, b1)
+    return Scenario(
+        tracker, metrics, ids, sampling, collector, a, b, c, d, e, f, client, a1, a2, b1
+    )
 
 
 Key = tuple[str, frozenset[tuple[str, str]]]
@@ -324,19 +330,19 @@ def test_collector_histograms() -> None:
 def test_no_exemplars_for_unsampled_objects() -> None:
     sc = run_scenario()
     assert exemplars(list(sc.collector.collect())) == {}
-    sc.a.sampled = False
-    sc.a1.sampled = False
+    sc.sampling.record_decision(sc.a, False)
+    sc.sampling.record_decision(sc.a1, False)
     assert exemplars(list(sc.collector.collect())) == {}
 
 
 def test_exemplars_point_at_sampled_objects_only() -> None:
     sc = run_scenario()
     ids = sc.ids
-    sc.a.sampled = True  # lifetime, le=5.0
-    sc.a1.sampled = True  # duration, le=0.01, nested under a's connection span
-    sc.a2.sampled = True  # duration, le=0.25, joined the caller's trace
-    sc.b.sampled = True  # ws-server lifetime, le=60.0
-    # c (le=300.0) and b1 (le=0.001) are left unsampled
+    sc.sampling.record_decision(sc.a, True)  # lifetime, le=5.0
+    sc.sampling.record_decision(sc.a1, True)  # duration, le=0.01, nested under a's connection span
+    sc.sampling.record_decision(sc.a2, True)  # duration, le=0.25, joined the caller's trace
+    sc.sampling.record_decision(sc.b, True)  # ws-server lifetime, le=60.0
+    # c (le=300.0) is left undecided; b1 (le=0.001) is nested in b, so its trace was kept
     got = exemplars(list(sc.collector.collect()))
     life, dur = "lwsobs_wsi_lifetime_seconds", "lwsobs_transaction_duration_seconds"
     assert set(got) == {
@@ -344,6 +350,7 @@ def test_exemplars_point_at_sampled_objects_only() -> None:
         (life, "aiohttp", "ws-server", "60.0"),
         (dur, "aiohttp", "h1-server", "0.01"),
         (dur, "aiohttp", "h1-server", "0.25"),
+        (dur, "aiohttp", "h1-server", "0.001"),
     }
     ex = got[(life, "aiohttp", "h1-server", "5.0")]
     assert ex.labels == {
@@ -377,17 +384,17 @@ def test_exemplars_point_at_sampled_objects_only() -> None:
 
 def test_a_suspect_exemplar_is_stamped_with_its_flag_time() -> None:
     sc = run_scenario()
-    sc.c.sampled = True
+    sc.sampling.record_decision(sc.c, True)
     got = exemplars(list(sc.collector.collect()))
     ex = got[("lwsobs_wsi_lifetime_seconds", "aiohttp", "h1-server", "300.0")]
     assert ex.timestamp == pytest.approx((T0 + 50 * NS) / 1e9)  # its span ended at the flag
     assert ex.value == pytest.approx(100.0)
 
 
-def test_no_exemplars_without_ids() -> None:
+def test_no_exemplars_without_spans() -> None:
     sc = run_scenario()
     for obj in (sc.a, sc.b, sc.c, sc.a1, sc.a2, sc.b1):
-        obj.sampled = True
+        sc.sampling.record_decision(obj, True)
     collector = LwsobsCollector(sc.tracker, sc.metrics)
     assert exemplars(list(collector.collect())) == {}
 
@@ -400,7 +407,7 @@ def test_extra_families_come_last() -> None:
         g.add_metric([], 3)
         return [g]
 
-    collector = LwsobsCollector(sc.tracker, sc.metrics, sc.ids, extra=[more])
+    collector = LwsobsCollector(sc.tracker, sc.metrics, sc.sampling, extra=[more])
     fams = list(collector.collect())
     assert fams[-1].name == "lwsobs_span_queue"
     assert len(fams) == 17
@@ -448,7 +455,7 @@ def test_two_contexts_of_one_source_add_up() -> None:
 def registry_with_exemplars() -> tuple[CollectorRegistry, Scenario]:
     sc = run_scenario()
     for obj in (sc.a, sc.b, sc.a1, sc.a2):
-        obj.sampled = True
+        sc.sampling.record_decision(obj, True)
     registry = CollectorRegistry()
     registry.register(sc.collector)
     return registry, sc
@@ -490,6 +497,7 @@ def test_openmetrics_exposition_parses_with_exemplars() -> None:
         ("lwsobs_wsi_lifetime_seconds", "aiohttp", "ws-server", "60.0"),
         ("lwsobs_transaction_duration_seconds", "aiohttp", "h1-server", "0.01"),
         ("lwsobs_transaction_duration_seconds", "aiohttp", "h1-server", "0.25"),
+        ("lwsobs_transaction_duration_seconds", "aiohttp", "h1-server", "0.001"),  # b1, in b
     }
     ex = got[("lwsobs_transaction_duration_seconds", "aiohttp", "h1-server", "0.25")]
     assert ex.labels == {"trace_id": TRACE, "span_id": f"{sc.ids.txn_span_id(sc.a2):016x}"}

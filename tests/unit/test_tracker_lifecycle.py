@@ -44,7 +44,6 @@ def test_open_creates_a_live_wsi_and_reports_it() -> None:
     assert wsi.end_ns is None and wsi.end_reason is None and wsi.leak is None
     assert wsi.span_end_ns is None and not wsi.span_ended
     assert wsi.live
-    assert wsi.sampled is None
     assert wsi.id == "aiohttp/2"
     assert ctx.live == {Role.H2_SERVER: {parent}, Role.H2_STREAM: {wsi}}
     assert ctx.active_transactions == {}
@@ -87,7 +86,6 @@ def test_basic_lifecycle_step_by_step() -> None:
     assert txn.duration_ns == 2 * MS  # not ended yet: arrival to start
     assert (txn.method, txn.path, txn.traceparent) == ("GET", "/a", None)
     assert (txn.end_ns, txn.status, txn.route, txn.error) == (None, None, None, None)
-    assert txn.sampled is None
     assert ctx.active_transactions == {Role.H1_SERVER: 1}
 
     t2 = t1 + 30 * MS
