@@ -344,12 +344,3 @@ def test_connection_object_collected_without_close_callback_is_flagged(
     flagged = {(x["role"], x["rule"]) for x in observer.live.leak_list(0)["leaks"]}
     assert ("h1-server", "finalized") in flagged
     assert live(observer, "h1-server") == 0
-
-
-def test_status_property_of_this_aiohttp_is_read_directly_by_the_c_hooks() -> None:
-    """The C log_access skips the Python frame of response.status only for aiohttp's own
-    property, a plain getter of `_status` in every supported aiohttp (3.10 .. 3.14): this runs
-    on the oldest one too (test_aiohttp_client_compat.py)."""
-    from lwsobs.sources import aiohttp_server
-
-    assert aiohttp_server._status_property() is web.StreamResponse.__dict__["status"]
