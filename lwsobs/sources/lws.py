@@ -233,6 +233,8 @@ class LwsDecoder:
         # processes known to be gone (crashed, exited): their late lines are ignored
         self._ended: OrderedDict[str, None] = OrderedDict()
         self._sources: dict[str, _SourceState] = {}
+        # the sources of each (program, host) that said HELLO: the runs a new HELLO may end
+        self._runs: dict[tuple[str, str], dict[str, None]] = {}
         # the same names least recently heard first: all of them, and those without contexts
         self._heard: OrderedDict[str, None] = OrderedDict()
         self._idle: OrderedDict[str, None] = OrderedDict()
@@ -427,10 +429,10 @@ class LwsDecoder:
         of it on the same host that is gone (its pid has left, it went silent, or it sent
         nothing for three heartbeats before this HELLO) is over, and its wsis are abandoned.
         One still running is another instance: both are kept, apart."""
-        label = source_label(hello.src)
-        for src, old in list(self._sources.items()):
-            if old.label != label or old.host != hello.host or old.host is None:
-                continue
+        if hello.host is None:
+            return
+        for src in list(self._runs.get((source_label(hello.src), hello.host), ())):
+            old = self._sources[src]
             alive = None if self.processes is None else self.processes.alive(old.host, old.pid)
             quiet = hello.t - old.latest() > _QUIET_HEARTBEATS * old.heartbeat_ns
             if alive is False or (alive is None and (old.silent or quiet)):
@@ -439,7 +441,12 @@ class LwsDecoder:
 
     def _forget(self, src: str) -> None:
         self._recent_context = None
-        self._sources.pop(src, None)
+        source = self._sources.pop(src, None)
+        if source is not None and source.host is not None:
+            runs = self._runs[(source.label, source.host)]
+            del runs[src]
+            if not runs:
+                del self._runs[(source.label, source.host)]
         self._heard.pop(src, None)
         self._idle.pop(src, None)
 
@@ -532,7 +539,9 @@ class LwsDecoder:
             self._abandon_source(event.src, old, AbandonReason.EXITED, remember=False)
         self._previous_runs_gone(event)
         source = self._source(event.src)
-        source.host = event.host
+        if source.host is None and event.host is not None:
+            source.host = event.host
+            self._runs.setdefault((source.label, event.host), {})[event.src] = None
         source.pid = event.pid
         source.last_t = event.t
         if event.hb is not None and event.hb > 0:
