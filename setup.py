@@ -1,21 +1,47 @@
-"""Only the optional C fast paths; all metadata lives in pyproject.toml.
+"""The build: mypyc compiles the hot modules (lwsobs/build.py lists them); metadata is in
+pyproject.toml.
 
-A setup.py rather than `[tool.setuptools] ext-modules`: that table is still experimental in
-setuptools (it warns on every build) and needs setuptools >= 74.1, while this works with the
-`setuptools>=68` the build already requires. `optional=True`: without a compiler the package
-still installs and runs the pure-Python paths (and the tests that compare each fast path with
-its pure-Python reference fail, as they must).
+A setup.py because the list of extension modules is computed (mypycify), which pyproject.toml
+cannot express. `LWSOBS_BUILD=interpreted` builds no extension at all: the same source then runs
+on the interpreter (how CI proves both builds pass every test). Any other value but `compiled`
+(the default) is refused, as is a Python outside the supported range, before anything is built.
 """
 
-from setuptools import Extension, setup
+import ast
+import os
+import sys
+from pathlib import Path
 
-FAST_PATHS = (
-    ("lwsobs.ingest._fastwire", "lwsobs/ingest/_fastwire.c"),  # wire-v1 line parsing
-)
+from setuptools import setup
 
-setup(
-    ext_modules=[
-        Extension(name, [source], extra_compile_args=["-Wall", "-Wextra"], optional=True)
-        for name, source in FAST_PATHS
-    ]
-)
+SUPPORTED = ((3, 11), (3, 13))  # keep in step with requires-python in pyproject.toml
+
+if not SUPPORTED[0] <= sys.version_info[:2] <= SUPPORTED[1]:
+    sys.exit(
+        f"lwsobs supports CPython {SUPPORTED[0][0]}.{SUPPORTED[0][1]} to "
+        f"{SUPPORTED[1][0]}.{SUPPORTED[1][1]}; this is {sys.version.split()[0]} ({sys.executable})"
+    )
+
+
+def compiled_modules() -> list[str]:
+    """COMPILED from lwsobs/build.py, read from its text: the package cannot be imported yet."""
+    tree = ast.parse(Path(__file__).with_name("lwsobs").joinpath("build.py").read_text())
+    for node in tree.body:
+        if isinstance(node, ast.AnnAssign) and getattr(node.target, "id", "") == "COMPILED":
+            return list(ast.literal_eval(node.value))  # type: ignore[arg-type]
+    raise SystemExit("lwsobs/build.py has no COMPILED tuple")
+
+
+def extensions() -> list[object]:
+    kind = os.environ.get("LWSOBS_BUILD", "compiled")
+    if kind == "interpreted":
+        return []
+    if kind != "compiled":
+        sys.exit(f"LWSOBS_BUILD must be 'compiled' or 'interpreted', got {kind!r}")
+    from mypyc.build import mypycify
+
+    paths = [name.replace(".", "/") + ".py" for name in compiled_modules()]
+    return mypycify(paths, opt_level="3", debug_level="1")
+
+
+setup(ext_modules=extensions())

@@ -69,6 +69,10 @@ def build_app(config: str, detail: bool, noop: str, bookkeeping: bool) -> Any:
     from lwsobs.sources.aiohttp_server import InstrumentedRequestHandler, RequestHandler
 
     if not bookkeeping:
+        from lwsobs.build import build_kind
+
+        if build_kind() != "interpreted":  # a compiled class cannot have methods replaced
+            sys.exit("without --bookkeeping this needs the interpreted build")
         stub: Any = nothing if noop == "python" else "".format  # C: takes anything, cheap
         Tracker.bind = Tracker.drop = stub  # type: ignore[method-assign]
     if config == "off":

@@ -74,6 +74,10 @@ def disable_parts(parts: str) -> None:
         return None
 
     if "bookkeeping" in parts:  # the hooks run, the core does nothing per request
+        from lwsobs.build import build_kind
+
+        if build_kind() != "interpreted":  # a compiled class cannot have methods replaced
+            sys.exit("LWSOBS_BENCH_DISABLE=bookkeeping needs the interpreted build")
         Tracker.bind = Tracker.drop = nothing  # type: ignore[method-assign]
     if "hooks" in parts:  # no per-request hook at all: what is left is per connection
         handler: Any = InstrumentedRequestHandler

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from mypy_extensions import mypyc_attr
+
 from lwsobs.core.model import Transaction, Wsi
 from lwsobs.core.roles import Role
 
@@ -38,6 +40,7 @@ class Sink(Protocol):
         """A request the producer answered itself with no callback (lws refusing a request)."""
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # sinks of the service and of users
 class BaseSink:
     """No-op implementations; the Tracker does not even call the ones a sink leaves alone."""
 

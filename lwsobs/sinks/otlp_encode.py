@@ -9,13 +9,13 @@ output with the official opentelemetry-proto classes.
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from lwsobs.sinks.span_builder import SpanData
 
-_pack_fixed64 = struct.Struct("<Q").pack
-_pack_double = struct.Struct("<d").pack
+_pack_fixed64: Callable[[int], bytes] = struct.Struct("<Q").pack
+_pack_double: Callable[[float], bytes] = struct.Struct("<d").pack
 
 _VARINTS = [bytes([n]) for n in range(128)]
 
@@ -52,7 +52,7 @@ _SPAN_NAME = b"\x2a"  # Span.name = 5
 _SPAN_KIND = b"\x30"  # Span.kind = 6
 _SPAN_START = b"\x39"  # Span.start_time_unix_nano = 7 (fixed64)
 _SPAN_END = b"\x41"  # Span.end_time_unix_nano = 8 (fixed64)
-_SPAN_ATTR = b"\x4a"  # Span.attributes = 9
+_SPAN_ATTR: bytes = b"\x4a"  # Span.attributes = 9
 _SPAN_EVENT = b"\x5a"  # Span.events = 11
 _SPAN_LINK = b"\x6a"  # Span.links = 13
 _SPAN_STATUS = b"\x7a"  # Span.status = 15

@@ -10,7 +10,7 @@ produce the same spans; tests decode them with opentelemetry-proto to check it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from lwsobs.core.ids import Ids
@@ -26,10 +26,10 @@ from lwsobs.sinks.span_builder import (
 
 Fact = Transaction | ConnectionFact
 
-_small = [bytes([n]) for n in range(128)]
-_ATTR = enc._SPAN_ATTR
-_fixed64 = enc._pack_fixed64
-_varint = enc.varint
+_small: list[bytes] = [bytes([n]) for n in range(128)]
+_ATTR: bytes = enc._SPAN_ATTR
+_fixed64: Callable[[int], bytes] = enc._pack_fixed64
+_varint: Callable[[int], bytes] = enc.varint
 _CACHE_LIMIT = 4096
 
 

@@ -71,7 +71,7 @@ class SpanSink(NullSink):
         self.exported = 0
         self.sampled_out = 0
         self.dropped: Counter[str] = Counter()
-        self._thread: threading.Thread | None = None
+        self._worker: threading.Thread | None = None
 
     # -- hot path ----------------------------------------------------------------------------
 
@@ -96,12 +96,12 @@ class SpanSink(NullSink):
     # -- worker ------------------------------------------------------------------------------
 
     def start(self) -> None:
-        if self._thread is None:
+        if self._worker is None:
             self._stop = False
-            self._thread = threading.Thread(
+            self._worker = threading.Thread(
                 target=self._run, name="lwsobs-span-export", daemon=True
             )
-            self._thread.start()
+            self._worker.start()
 
     def _run(self) -> None:
         while True:
@@ -177,7 +177,7 @@ class SpanSink(NullSink):
 
     def flush(self, timeout_s: float = FLUSH_TIMEOUT_S) -> bool:
         """Wait until everything queued so far has been exported (or timed out)."""
-        if self._thread is None:
+        if self._worker is None:
             self._drain_all()
             return True
         pause = threading.Event()
@@ -198,7 +198,7 @@ class SpanSink(NullSink):
         the export in progress is aborted and whatever is still queued is counted as dropped
         for `shutdown`: the process exits on time and the loss is visible.
         """
-        thread = self._thread
+        thread = self._worker
         if thread is not None:
             self._stop = True
             self._wake.set()
@@ -212,7 +212,7 @@ class SpanSink(NullSink):
                     timeout_s,
                     len(self._queue),
                 )
-            self._thread = None
+            self._worker = None
         else:
             self._drain_all()
         if self._queue:

@@ -6,7 +6,7 @@ aiohttp has no connection signals (aiohttp#2685), so this hooks the low-level pi
   the request factory binds a transaction when a request is taken off the queue, log_access
   (called for every request, parser 400s included) drops it, set_parser marks the websocket
   upgrade, and __del__ catches a connection object collected without its close callback;
-- a web_server.Server subclass that builds those handlers and marks graceful shutdown;
+- an aiohttp Server subclass that builds those handlers and marks graceful shutdown;
 - the start/stop of aiohttp's sites, for the listening sockets (role `listen`).
 Nothing here builds a span: it only calls the Tracker, which bumps integers and appends facts.
 """
@@ -21,8 +21,10 @@ from collections.abc import Awaitable, Callable
 from time import monotonic_ns
 from typing import TYPE_CHECKING, Any
 
-from aiohttp import web, web_protocol, web_runner, web_server
+from aiohttp import web, web_protocol, web_runner
 from aiohttp.web_protocol import RequestHandler
+from aiohttp.web_server import Server
+from mypy_extensions import mypyc_attr
 
 from lwsobs.clock import ANCHOR_NS, now_ns
 from lwsobs.core.model import Context, Wsi
@@ -33,7 +35,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("lwsobs.aiohttp")
 
-_ERROR_MESSAGE = web_protocol.ERROR
+# Read as an object: aiohttp types it as the pure-Python message tuple, while its C parser's
+# message type is what runs (a compiled module would check the declared type).
+_ERROR_MESSAGE: object = getattr(web_protocol, "ERROR")  # noqa: B009
 # Called directly rather than through super(): these run for every read and every request.
 _base_data_received = RequestHandler.data_received
 _base_log_access = RequestHandler.log_access
@@ -73,16 +77,9 @@ def _route_of(request: Any) -> str | None:
         return None
 
 
+@mypyc_attr(native_class=False)  # a subclass of aiohttp's Python class: compiled methods only
 class InstrumentedRequestHandler(RequestHandler):
     """One per TCP connection; the wsi's lifetime is this protocol's lifetime."""
-
-    __slots__ = (
-        "_lwsobs",
-        "_lwsobs_arrivals",
-        "_lwsobs_dequeued",
-        "_lwsobs_factory",
-        "_lwsobs_wsi",
-    )
 
     def __init__(self, manager: InstrumentedServer, **kwargs: Any) -> None:
         self._lwsobs_wsi: Wsi | None = None
@@ -187,7 +184,8 @@ class InstrumentedRequestHandler(RequestHandler):
             self._lwsobs.instrumentation.observer.finalized(wsi)
 
 
-class InstrumentedServer(web_server.Server):
+@mypyc_attr(native_class=False)
+class InstrumentedServer(Server):
     """The low-level aiohttp server of an instrumented app: one lwsobs context."""
 
     def __init__(
@@ -285,7 +283,7 @@ def instrument_server(app: web.Application, instrumentation: ServerInstrumentati
     _patch_sites()
     make_handler = app._make_handler
 
-    def make_instrumented_handler(**kwargs: Any) -> web_server.Server:
+    def make_instrumented_handler(**kwargs: Any) -> Server:
         plain = make_handler(**kwargs)
         return InstrumentedServer(
             plain.request_handler,

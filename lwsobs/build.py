@@ -1,0 +1,66 @@
+"""Which modules the build compiles with mypyc, and which build this interpreter imports.
+
+Every module here is plain, type-checked Python. `pip install` compiles the ones listed in
+COMPILED to C extensions with mypyc (setup.py reads this list without importing the package),
+unless the build is asked for the interpreted kind (LWSOBS_BUILD=interpreted); either way the
+same source runs, and nothing at run time chooses between two implementations. Python imports
+a module's extension in preference to its .py file, so a build decides by leaving the
+extensions in place or not.
+
+This file itself is never compiled: setup.py reads COMPILED from its text, and `build_kind`
+must answer the same way under both builds.
+"""
+
+from __future__ import annotations
+
+import importlib
+from importlib.machinery import EXTENSION_SUFFIXES
+from typing import Final, Literal
+
+COMPILED: Final = (
+    # the core: the table, the lifecycle and leak rules, derived ids
+    "lwsobs.core.model",
+    "lwsobs.core.roles",
+    "lwsobs.core.ids",
+    "lwsobs.core.policy",
+    "lwsobs.core.sink",
+    "lwsobs.core.tracker",
+    # the aiohttp server source's per-request hooks
+    "lwsobs.sources.aiohttp_server",
+    # the lws source: ingest pipeline, sequence tracking, decoder
+    "lwsobs.ingest.sequence",
+    "lwsobs.ingest.pipeline",
+    "lwsobs.sources.lws_tags",
+    "lwsobs.sources.lws",
+    # the metrics sink and its renderer
+    "lwsobs.sinks.histogram",
+    "lwsobs.sinks.metrics",
+    "lwsobs.sinks.exposition",
+    # the span sink, sampling and the OTLP encoder
+    "lwsobs.sinks.spans",
+    "lwsobs.sinks.span_builder",
+    "lwsobs.sinks.otlp_encode",
+    "lwsobs.sinks.connection_span",
+    "lwsobs.sinks.otlp_facts",
+    "lwsobs.sinks.recent_connections",
+)
+"""Modules on a per-request, per-line or per-span path, compiled by the default build."""
+
+BuildKind = Literal["compiled", "interpreted", "mixed"]
+
+
+def compiled_modules() -> dict[str, bool]:
+    """Each module of COMPILED, and whether this interpreter imported it as an extension."""
+    out: dict[str, bool] = {}
+    for name in COMPILED:
+        origin = importlib.import_module(name).__file__ or ""
+        out[name] = origin.endswith(tuple(EXTENSION_SUFFIXES))
+    return out
+
+
+def build_kind() -> BuildKind:
+    """'compiled' or 'interpreted'; 'mixed' means a broken install (some extensions missing)."""
+    kinds = set(compiled_modules().values())
+    if kinds == {True}:
+        return "compiled"
+    return "interpreted" if kinds == {False} else "mixed"
