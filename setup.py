@@ -10,7 +10,6 @@ its pure-Python reference fail, as they must).
 from setuptools import Extension, setup
 
 FAST_PATHS = (
-    ("lwsobs.ingest._fastwire", "lwsobs/ingest/_fastwire.c"),  # wire-v1 line parsing
     ("lwsobs.core._fastcore", "lwsobs/core/_fastcore.c"),  # per-request bookkeeping
     ("lwsobs.sources._fasthooks", "lwsobs/sources/_fasthooks.c"),  # aiohttp server hooks
     ("lwsobs.sinks._fastspan", "lwsobs/sinks/_fastspan.c"),  # span export worker
