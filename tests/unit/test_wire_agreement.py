@@ -43,11 +43,13 @@ DECODE = msgspec.json.Decoder(Event)
 
 
 def by_msgspec(line: bytes) -> Event | None:
-    """The Event msgspec alone makes of `line`, None when it refuses it (the judge's to say)."""
+    """The Event msgspec makes of `line` (its types, then the src and pointer characters), None
+    when it refuses it (the judge's to say)."""
     try:
-        return DECODE.decode(line)
+        event = DECODE.decode(line)
     except (msgspec.DecodeError, RecursionError):
         return None
+    return event if wire._canonical([event]) else None
 
 
 def same(got: Event | Rejection, judged: Event | Rejection) -> None:
