@@ -9,7 +9,8 @@ built in memory; then:
 - `exported`: the pipeline with spans exported over OTLP/HTTP as the service does it (the
   export worker thread alongside, same core) to bench/otlp_sink.py on core 1, timed until the
   receiver holds every span, and checked: received == exported, nothing dropped;
-- `json.loads` of the same lines as the baseline nothing can beat in Python.
+- `json.loads` of the same lines as the baseline nothing can beat in Python;
+- the parser alone (lines/s): judge_line, parse_line (msgspec), parse_datagram.
 Targets (issue 4): >= 200,000 callbacks/s with metrics, >= 50,000 transactions/s with spans
 exported.
 Usage: .venv/bin/python bench/ingest.py [--lines N] [--repeat N]
@@ -25,6 +26,7 @@ import socket
 import statistics
 import sys
 import time
+from collections.abc import Callable
 
 T0 = time.time_ns()
 RATE = 250_000  # lines/s the UDP sender paces itself to (--rate; bursts of one datagram)
@@ -159,21 +161,31 @@ def bench_exported(lines: list[bytes], txns: int) -> dict[str, float]:
     }
 
 
-def bench_parse(lines: list[bytes]) -> tuple[float, float | None]:
-    """us per line of wire.parse_line_pure and of the C fast path (None when not built)."""
+def bench_parse(lines: list[bytes]) -> dict[str, float]:
+    """Lines/s of the parser alone: the judge and the msgspec path line by line, parse_datagram
+    on shim-sized datagrams and on one body, and json.loads (no checks, dicts) for scale."""
     from lwsobs.ingest import wire
 
-    results: list[float | None] = []
-    for parse in (wire.parse_line_pure, wire.fast_parse):
-        if parse is None:
-            results.append(None)
-            continue
-        started = time.perf_counter()
-        for line in lines:
-            parse(line)
-        results.append((time.perf_counter() - started) / len(lines) * 1e6)
-    assert results[0] is not None
-    return results[0], results[1]
+    body = b"\n".join(lines) + b"\n"
+    small = datagrams(lines)
+
+    def timed(run: Callable[[], object], n: int = len(lines)) -> float:
+        best = float("inf")
+        for _ in range(3):
+            started = time.perf_counter()
+            run()
+            best = min(best, time.perf_counter() - started)
+        return n / best
+
+    judge, parse_line = wire.judge_line, wire.parse_line
+    sample = lines[: max(1, len(lines) // 10)]  # the judge is slow: a tenth of the lines
+    return {
+        "judge": timed(lambda: [judge(line) for line in sample], len(sample)),
+        "line": timed(lambda: [parse_line(line) for line in lines]),
+        "datagrams": timed(lambda: [wire.parse_datagram(d) for d in small]),
+        "body": timed(lambda: wire.parse_datagram(body)),
+        "json": timed(lambda: [json.loads(line) for line in lines]),
+    }
 
 
 def bench_json(lines: list[bytes]) -> float:
@@ -257,7 +269,7 @@ def main() -> None:
 
     logging.getLogger("lwsobs").setLevel(logging.ERROR)
     lines, txns = recording(args.lines)
-    pure_us, fast_us = bench_parse(lines)
+    parse = bench_parse(lines)
     runs: dict[str, list[float]] = {}
     exports: list[dict[str, float]] = []
     udps: list[dict[str, float]] = []
@@ -305,11 +317,11 @@ def main() -> None:
             f"{exported['received']:,.0f}, dropped {exported['dropped']:,.0f}"
         )
     print(f"  OTLP delivery: {'VERIFIED' if verified else 'MISMATCH'} in every run")
-    from lwsobs.ingest import wire
-
-    fast = "not built" if fast_us is None else f"{fast_us:.2f} us/line"
-    path = "C fast path" if wire._fast_parse is not None else "pure Python (LWSOBS_PURE_PYTHON)"
-    print(f"  parse_line: pure {pure_us:.2f} us/line, fast {fast}; pipeline used: {path}")
+    print(
+        f"  parser alone, lines/s: judge_line {parse['judge']:,.0f}, parse_line (msgspec) "
+        f"{parse['line']:,.0f}, parse_datagram {parse['datagrams']:,.0f} (8 KiB datagrams) "
+        f"{parse['body']:,.0f} (one body); json.loads {parse['json']:,.0f}"
+    )
     if not verified:
         sys.exit("the OTLP receiver did not get every exported span, or spans were dropped")
 

@@ -8,15 +8,15 @@ short and safe to log: it never echoes more than a few dozen characters of the i
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from enum import IntEnum, StrEnum
-from typing import Any, Final, NamedTuple
+from typing import Annotated, Any, Final, NamedTuple
 
-from lwsobs.core.fast import PURE_PYTHON
+import msgspec
+from msgspec import Meta
+from msgspec.structs import force_setattr
 
 MAX_LINE_BYTES: Final = 16 * 1024  # "a line longer than 16 KiB ... is rejected": 16384 is accepted
 MAX_TEXT_BYTES: Final = 1024  # free-text fields are cut here (the producer should already have)
@@ -69,63 +69,88 @@ class Rejection(NamedTuple):
     field: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Event:
+SRC_PATTERN: Final = r"[A-Za-z0-9._:@-]{1,64}"
+"""What `src` must match, whole (docs/wire.md); neither cut nor rewritten."""
+
+CANONICAL_POINTER: Final = rf"0|[1-9a-f][0-9a-f]{{0,{MAX_HEX_DIGITS - 1}}}"
+"""A pointer as the service stores it: lowercase hex, no 0x, no leading zeros."""
+
+# The types of Event's fields, with what msgspec checks while decoding a line into one. Only
+# the canonical line is decoded this way: one that judge_line would accept as it stands, so that
+# the Event msgspec builds is the one the judge would build (see parse_line). msgspec checks
+# ranges and lengths for next to nothing, but a Meta pattern costs about 0.4 us a field, more
+# than the rest of the line: so the characters of `src` and of pointers, which repeat from line
+# to line, are checked after decoding, once per distinct value (_canonical).
+Int64 = Annotated[int, Meta(ge=INT64_MIN, le=INT64_MAX)]  # JSON integers only: not 1.0, not true
+Seq = Annotated[int, Meta(ge=0, le=INT64_MAX)]
+Version = Annotated[int, Meta(ge=WIRE_VERSION, le=WIRE_VERSION)]  # anything else: the judge says
+Src = Annotated[str, Meta(min_length=1, max_length=64)]  # and SRC_PATTERN, by _canonical
+# A pointer as the service stores it (CANONICAL_POINTER, by _canonical). The wire allows more
+# (either case, 0x, leading zeros): such a line is left to the judge, which normalises it.
+Pointer = Annotated[str, Meta(min_length=1, max_length=MAX_HEX_DIGITS)]
+# At most MAX_TEXT_BYTES characters: a longer value is left to the judge, which cuts it. A shorter
+# one may still be longer in UTF-8, which parse_line checks when the line can hold non-ASCII.
+Text = Annotated[str, Meta(max_length=MAX_TEXT_BYTES)]
+
+
+class Event(msgspec.Struct, frozen=True, gc=False):
     """One accepted line; optional fields the producer did not send are None.
 
     Pointers (ctx, wsi, nwsi, parent, child) are normalised hex: lowercase, no 0x, no leading
     zeros, so the same pointer compares equal whatever printf format the producer used. Text
     fields are cut at 1 KiB of UTF-8.
 
-    A slotted class rather than a NamedTuple: the pipeline and the decoder read a dozen fields
-    of every line, and CPython specialises reads of __slots__ (a NamedTuple's fields go through
-    a generic descriptor call each time). The C parser fills the slots directly.
+    A msgspec Struct: msgspec.json decodes a line straight into one, checking the types above on
+    the way (unknown fields are skipped, null is None). Its fields are slots, which CPython reads
+    fast (the pipeline and the decoder read a dozen of every line). gc=False: an Event holds only
+    ints, strings, bools and None, so it can be in no reference cycle and the garbage collector
+    need not track the hundreds of thousands made per second.
     """
 
-    v: int
-    src: str
-    seq: int
-    t: int
-    r: int
+    v: Version
+    src: Src
+    seq: Seq
+    t: Int64
+    r: Int64
     # identity and context
-    ctx: str | None = None
-    wsi: str | None = None
-    nwsi: str | None = None
-    parent: str | None = None
-    fd: int | None = None
-    vh: str | None = None
-    pcol: str | None = None
+    ctx: Pointer | None = None
+    wsi: Pointer | None = None
+    nwsi: Pointer | None = None
+    parent: Pointer | None = None
+    fd: Int64 | None = None
+    vh: Text | None = None
+    pcol: Text | None = None
     ssl: bool | None = None
     fake: bool | None = None
-    mono: int | None = None
-    drop: int | None = None
-    tag: str | None = None
+    mono: Int64 | None = None
+    drop: Int64 | None = None
+    tag: Text | None = None
     # decoded from the callback's in/user, for the reasons the spec names
-    uri: str | None = None
-    method: str | None = None
-    afd: int | None = None
-    peer: str | None = None
-    upg: str | None = None
-    sub: str | None = None
-    why: str | None = None
-    err: str | None = None
-    status: int | None = None
-    child: str | None = None
-    port: int | None = None  # 17, 30, LISTEN: the listen port; a client's first line: its target
-    addr: str | None = None  # a client's first line: the host it connects to
-    n: int | None = None  # LISTEN: listen sockets the vhost opened (lws 4.3+)
-    sig: int | None = None  # FATAL
+    uri: Text | None = None
+    method: Text | None = None
+    afd: Int64 | None = None
+    peer: Text | None = None
+    upg: Text | None = None
+    sub: Text | None = None
+    why: Text | None = None
+    err: Text | None = None
+    status: Int64 | None = None
+    child: Pointer | None = None
+    port: Int64 | None = None  # 17, 30, LISTEN: the listen port; a client's first line: its target
+    addr: Text | None = None  # a client's first line: the host it connects to
+    n: Int64 | None = None  # LISTEN: listen sockets the vhost opened (lws 4.3+)
+    sig: Int64 | None = None  # FATAL
     # HELLO
-    lws: str | None = None
-    pid: int | None = None
-    host: str | None = None
-    shim: str | None = None  # the shim's version
-    hb: int | None = None  # the heartbeat interval, ms
-    unobserved: str | None = None  # why the shim passes through: no callbacks will follow
+    lws: Text | None = None
+    pid: Int64 | None = None
+    host: Text | None = None
+    shim: Text | None = None  # the shim's version
+    hb: Int64 | None = None  # the heartbeat interval, ms
+    unobserved: Text | None = None  # why the shim passes through: no callbacks will follow
 
 
-EVENT_FIELDS: Final = tuple(f.name for f in dataclasses.fields(Event))
-"""The field names of Event in order (the C parser's field table follows it)."""
+EVENT_FIELDS: Final[tuple[str, ...]] = Event.__struct_fields__
+"""The field names of Event in order."""
 
 
 # -- JSON decoding ---------------------------------------------------------------------------------
@@ -238,14 +263,14 @@ def _hex(raw: object) -> str:
     return match.group(1).lower().lstrip("0") or "0"
 
 
-_SRC: Final = re.compile(r"[A-Za-z0-9._:@-]{1,64}")
+_SRC: Final = re.compile(SRC_PATTERN)
 
 
 def _src(raw: object) -> str:
     if type(raw) is not str:
         raise _expected("string", raw)
     if _SRC.fullmatch(raw) is None:
-        raise _FieldError(f"must match [A-Za-z0-9._:@-]{{1,64}}, got {_show(raw)}")
+        raise _FieldError(f"must match {SRC_PATTERN}, got {_show(raw)}")
     return raw
 
 
@@ -312,26 +337,20 @@ _OPTIONAL: Final[Mapping[str, Callable[[object], object]]] = {
 }
 
 
-# -- lines and datagrams ---------------------------------------------------------------------------
+_TEXT_FIELDS: Final = tuple(name for name, check in _OPTIONAL.items() if check is _text)
 
 
-def parse_line(line: bytes) -> Event | Rejection:
-    """Judge one line (without its newline); never raises.
+# -- the judge: every rule, and why a line breaks it ----------------------------------------------
 
-    A JSON null counts as absent: a required field that is null is missing, an optional one is
-    simply not set. Fields this version does not know are ignored (the spec extends only by
-    adding optional fields).
+
+def judge_line(line: bytes) -> Event | Rejection:
+    """Judge one line (without its newline) by every rule of the spec; never raises.
+
+    The reference: parse_line gives the same answer, faster, by letting msgspec decode the lines
+    it can, and this explains the others. A JSON null counts as absent: a required field that
+    is null is missing, an optional one is simply not set. Fields this version does not know are
+    ignored (the spec extends only by adding optional fields).
     """
-    fast = _fast_parse
-    if fast is not None:
-        event = fast(line)
-        if event is not None:
-            return event
-    return parse_line_pure(line)
-
-
-def parse_line_pure(line: bytes) -> Event | Rejection:
-    """parse_line without the C fast path: the reference the fast path must agree with."""
     if len(line) > MAX_LINE_BYTES:
         return Rejection(RejectReason.TOO_LONG, f"{len(line)} bytes, limit {MAX_LINE_BYTES}")
     try:
@@ -382,97 +401,146 @@ def _judge(obj: dict[str, Any]) -> Event | Rejection:
     return Event(**fields)
 
 
+# -- the msgspec path: lines and datagrams ---------------------------------------------------------
+
+_decode: Final = msgspec.json.Decoder(Event).decode
+_decode_error: Final = (msgspec.DecodeError, RecursionError)  # ValidationError is a DecodeError
+
+_SHALLOW: Final = 512
+"""Lines that may nest deeper than this many arrays and objects are left to the judge.
+
+Both decoders stop at Python's recursion limit, which depends on how deep the caller's stack
+is, so near it msgspec could accept what the judge refuses as nested too deeply. A line with at
+most this many `[` and `{` cannot come near that limit (1000 unless changed).
+"""
+
+
+_POINTER: Final = re.compile(CANONICAL_POINTER)
+_KNOWN_LIMIT: Final = 4096
+_known_srcs: set[str] = set()  # values found to match SRC_PATTERN (forgotten all at once when full)
+_known_pointers: set[str] = set()  # values found canonical
+
+
+def _canonical(events: list[Event]) -> bool:
+    """Whether every src matches SRC_PATTERN and every pointer is canonical, as msgspec has not
+    checked; each distinct value is matched once, later lines only looked up."""
+    srcs, pointers = _known_srcs, _known_pointers
+    for event in events:
+        if event.src not in srcs and not _learn(srcs, _SRC, event.src):
+            return False
+        ptr = event.ctx
+        if ptr is not None and ptr not in pointers and not _learn(pointers, _POINTER, ptr):
+            return False
+        ptr = event.wsi
+        if ptr is not None and ptr not in pointers and not _learn(pointers, _POINTER, ptr):
+            return False
+        ptr = event.nwsi
+        if ptr is not None and ptr not in pointers and not _learn(pointers, _POINTER, ptr):
+            return False
+        ptr = event.parent
+        if ptr is not None and ptr not in pointers and not _learn(pointers, _POINTER, ptr):
+            return False
+        ptr = event.child
+        if ptr is not None and ptr not in pointers and not _learn(pointers, _POINTER, ptr):
+            return False
+    return True
+
+
+def _learn(known: set[str], pattern: re.Pattern[str], value: str) -> bool:
+    if pattern.fullmatch(value) is None:
+        return False
+    if len(known) >= _KNOWN_LIMIT:
+        known.clear()
+    known.add(value)
+    return True
+
+
+def parse_line(line: bytes) -> Event | Rejection:
+    """Judge one line (without its newline) as judge_line does, faster; never raises.
+
+    msgspec decodes the line into an Event, checking everything the Event's field types say.
+    It is stricter than the spec (it refuses what the judge would accept after normalising, as
+    an upper-case pointer or a text over 1 KiB, and every lone surrogate), so whatever it
+    refuses, the judge judges. What it would let through that the spec refuses is checked first:
+    the length, invalid UTF-8 (which msgspec does not look for in the values of unknown fields)
+    and deep nesting. After it, only text fields that may be longer than 1 KiB of UTF-8 (a
+    non-ASCII line, or \\u escapes) need a look.
+    """
+    if len(line) > MAX_LINE_BYTES:
+        return judge_line(line)
+    plain = line.isascii()
+    if not plain:
+        try:
+            line.decode()
+        except UnicodeDecodeError:
+            return judge_line(line)
+    if len(line) > _SHALLOW and line.count(b"[") + line.count(b"{") > _SHALLOW:
+        return judge_line(line)
+    try:
+        event = _decode(line)
+    except _decode_error:
+        return judge_line(line)
+    if not _canonical([event]):
+        return judge_line(line)
+    if plain and b"\\u" not in line:
+        return event  # every string ASCII: at most MAX_TEXT_BYTES characters is as many bytes
+    return _cut_texts(event)
+
+
+def _cut_texts(event: Event) -> Event:
+    """The Event with its non-ASCII text fields cut as the judge cuts them (at 1 KiB of UTF-8)."""
+    for name in _TEXT_FIELDS:
+        value = getattr(event, name)
+        if value is not None and not value.isascii():
+            cut = _text(value)
+            if cut is not value:
+                force_setattr(event, name, cut)
+    return event
+
+
 def parse_datagram(data: bytes) -> tuple[list[Event], list[Rejection]]:
-    """Split a datagram or body on newlines and judge each non-empty line; both lists keep order."""
-    items: list[Event | bytes]
-    if _fast_parse is not None and _fast_lines is not None and type(data) is bytes:
-        parsed, doubtful = _fast_lines(data)  # the C parser's Events, its doubts left as bytes
-        if not doubtful:
-            return parsed, []  # every line an Event: the common case, no loop in Python
-        items = parsed
-    else:  # pure (or not bytes, which the C parser declines line by line anyway)
-        items = [line for line in data.split(b"\n") if line]
-    return _judge_lines(items)
+    """Split a datagram or body on newlines and judge each non-empty line; both lists keep order.
 
-
-def _judge_lines(items: list[Event | bytes]) -> tuple[list[Event], list[Rejection]]:
-    """Each line not parsed yet judged by the pure path, in order, with the Events given."""
+    The common body (the shim's: ASCII, no escapes, short lines) is decoded line after line with
+    no check in Python at all; if any line of it fails, or the body is not that plain, every
+    line takes parse_line.
+    """
+    lines = data.split(b"\n")
+    if _plain_body(data, lines):
+        try:
+            decoded = [_decode(line) for line in lines if line]
+        except _decode_error:
+            pass  # a line msgspec refuses: judge them all, in order
+        else:
+            if _canonical(decoded):
+                return decoded, []
     events: list[Event] = []
     rejections: list[Rejection] = []
-    for item in items:
-        result = item if isinstance(item, Event) else parse_line_pure(item)
-        if isinstance(result, Event):
-            events.append(result)
-        else:
-            rejections.append(result)
+    for line in lines:
+        if line:
+            result = parse_line(line)
+            if isinstance(result, Event):
+                events.append(result)
+            else:
+                rejections.append(result)
     return events, rejections
 
 
-# -- the C fast path (lwsobs/ingest/_fastwire.c) ---------------------------------------------------
+def _plain_body(data: bytes, lines: list[bytes]) -> bool:
+    """Whether every line of the body is one parse_line would hand to msgspec as it stands.
 
-# the C code re-implements these validators (and these two patterns) for the lines it accepts
-_FAST_KINDS: Final[Mapping[Callable[[object], object], str]] = {
-    _src: "src",
-    _seq: "seq",
-    _int: "int",
-    _hex: "hex",
-    _text: "text",
-    _bool: "bool",
-}
-_FAST_PATTERNS: Final = (
-    (_SRC, r"[A-Za-z0-9._:@-]{1,64}"),
-    (_HEX, rf"(?:0[xX])?([0-9A-Fa-f]{{1,{MAX_HEX_DIGITS}}})"),
-)
-
-
-def _load_fast() -> Any:
-    """The C parser module, configured from this module's field table; None if absent or out
-    of step.
-
-    Its `parse` returns an Event only for lines it is certain about and None for the rest
-    (`parse_lines` hands those back as bytes), which parse_line_pure then judges, so its
-    absence changes speed, never results.
+    ASCII (so valid UTF-8, and each string as many bytes as characters), no backslash (so no
+    \\u escape either), no line too long, and none with more than _SHALLOW `[` and `{`: each line
+    holds at least the `{` of its object, so none holds more than all of them but one per line.
     """
-    try:
-        from lwsobs.ingest import _fastwire
-    except ImportError:
-        return None
-    if any(regex.pattern != expected for regex, expected in _FAST_PATTERNS):
-        return None
-    required = dict(_REQUIRED)
-    spec: list[tuple[str, str, bool]] = []
-    for name in EVENT_FIELDS:
-        if name == "v":
-            spec.append((name, "version", True))
-            continue
-        check = required.get(name) or _OPTIONAL.get(name)
-        kind = None if check is None else _FAST_KINDS.get(check)
-        if kind is None:
-            return None
-        spec.append((name, kind, name in required))
-    try:
-        _fastwire.configure(
-            Event, tuple(spec), MAX_LINE_BYTES, MAX_TEXT_BYTES, MAX_HEX_DIGITS, WIRE_VERSION
-        )
-    except (TypeError, ValueError):
-        return None
-    return _fastwire
-
-
-_fastwire_module = _load_fast()  # None when the extension is not built (or out of step)
-fast_parse: Final[Callable[[bytes], Event | None] | None] = (
-    None if _fastwire_module is None else _fastwire_module.parse
-)
-# one call per body: its Events, with the lines the C parser was unsure of left as bytes
-_fast_lines: Final[Callable[[bytes], tuple[list[Any], int]] | None] = (
-    None if _fastwire_module is None else _fastwire_module.parse_lines
-)
-_fast_parse = None if PURE_PYTHON else fast_parse
-
-
-def use_fast_path(enabled: bool) -> bool:
-    """Switch parse_line/parse_datagram to the C fast path or off it (LWSOBS_PURE_PYTHON=1 starts
-    off); returns whether the fast path is now in use, False when it is not built."""
-    global _fast_parse
-    _fast_parse = fast_parse if enabled else None
-    return _fast_parse is not None
+    if not data.isascii() or b"\\" in data:
+        return False
+    if len(data) <= _SHALLOW:
+        return True
+    longest = max(map(len, lines))
+    if longest <= _SHALLOW:
+        return True
+    if longest > MAX_LINE_BYTES:
+        return False
+    opens = data.count(b"{") + data.count(b"[")
+    return opens - (len(lines) - lines.count(b"")) < _SHALLOW
