@@ -6,7 +6,7 @@ attribute was most of the export worker's time. Most of that span depends only o
 source, context name, leak rule, end reason), a small set: its `Shape` is encoded once and
 cached, in the order encode_span writes it, with the per-connection values (ids, times,
 transaction count, addresses, the wsi's own attributes) written between its parts. `encode` does
-that in Python; _fastspan.Encoder does the same in C from the same shapes.
+that in Python.
 
 Anything unusual (span events, a wsi attribute that would replace one SpanBuilder writes, values
 of other types) is left to the general path: `usual` tells which facts `encode` may take.
