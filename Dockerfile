@@ -1,7 +1,7 @@
 # The lwsobs service image (docker-compose.yml builds it; docs/stack.md).
 # Runs as a non-root user and writes nothing outside /tmp, so the container can run read-only.
 FROM python:3.11-slim AS build
-# A compiler only here: the wheel carries the C fast path for wire-v1 parsing (setup.py).
+# A compiler only here: the wheel carries the modules mypyc compiles (setup.py, lwsobs/build.py).
 RUN apt-get update \
     && apt-get install -y --no-install-recommends gcc libc6-dev \
     && rm -rf /var/lib/apt/lists/*
@@ -20,7 +20,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 COPY --from=build /wheels /wheels
 RUN pip install /wheels/*.whl \
     && rm -rf /wheels \
-    && python -c "import lwsobs.ingest._fastwire" \
+    && python -c "import sys, lwsobs.build as b; sys.exit(b.build_kind() != 'compiled')" \
     && useradd --system --uid 10001 --no-create-home --home-dir /tmp --shell /usr/sbin/nologin lwsobs
 
 WORKDIR /tmp

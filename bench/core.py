@@ -274,7 +274,7 @@ def child_render(sizes: list[int], runs: int) -> Result:
     from lwsobs.config import Config
     from lwsobs.core.roles import LeakRule, Role
     from lwsobs.observer import Observer
-    from lwsobs.sinks.exposition import render as fast_render
+    from lwsobs.sinks.metrics.exposition import render as fast_render
 
     quiet_leak_log()
     observer = Observer(Config(spans=False))
@@ -360,7 +360,7 @@ def child_idle(n: int, ks: list[int], reps: int) -> Result:
     from lwsobs.core.policy import NS, LeakPolicy
     from lwsobs.core.roles import Role
     from lwsobs.core.tracker import Tracker
-    from lwsobs.sinks.metrics import MetricsSink
+    from lwsobs.sinks.metrics.sink import MetricsSink
 
     limit_s = 60
     idle_roles = [Role.H1_SERVER, Role.H2_SERVER, Role.H2_STREAM, Role.H1_CLIENT, Role.H2_CLIENT]

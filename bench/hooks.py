@@ -66,7 +66,7 @@ def build_app(config: str, detail: bool, noop: str, bookkeeping: bool) -> Any:
     from lwsobs.core.tracker import Tracker
     from lwsobs.instrument import instrument
     from lwsobs.observer import Observer
-    from lwsobs.sources.aiohttp_server import InstrumentedRequestHandler, RequestHandler
+    from lwsobs.sources.aiohttp.server import InstrumentedRequestHandler, RequestHandler
 
     if not bookkeeping:
         from lwsobs.build import build_kind

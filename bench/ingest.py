@@ -96,9 +96,9 @@ def datagrams(lines: list[bytes], limit: int = 8192) -> list[bytes]:
 
 def bench_pipeline(lines: list[bytes], txns: int, spans: bool) -> dict[str, float]:
     from lwsobs.config import Config
-    from lwsobs.ingest.pipeline import IngestPipeline
     from lwsobs.observer import Observer
-    from lwsobs.sources.lws import LwsDecoder
+    from lwsobs.sources.lws.decoder import LwsDecoder
+    from lwsobs.sources.lws.pipeline import IngestPipeline
 
     observer = Observer(Config(spans=spans, recent_traces=0, span_queue=1 << 30))
     pipeline = IngestPipeline(LwsDecoder(observer.tracker))
@@ -123,9 +123,9 @@ def bench_exported(lines: list[bytes], txns: int) -> dict[str, float]:
     from run import Pinning, Sink
 
     from lwsobs.config import Config
-    from lwsobs.ingest.pipeline import IngestPipeline
     from lwsobs.observer import Observer
-    from lwsobs.sources.lws import LwsDecoder
+    from lwsobs.sources.lws.decoder import LwsDecoder
+    from lwsobs.sources.lws.pipeline import IngestPipeline
 
     sink = Sink(Pinning("0", "1") if (os.cpu_count() or 1) >= 2 else Pinning(None, None))
     try:
@@ -164,7 +164,7 @@ def bench_exported(lines: list[bytes], txns: int) -> dict[str, float]:
 def bench_parse(lines: list[bytes]) -> dict[str, float]:
     """Lines/s of the parser alone: the judge and the msgspec path line by line, parse_datagram
     on shim-sized datagrams and on one body, and json.loads (no checks, dicts) for scale."""
-    from lwsobs.ingest import wire
+    from lwsobs.sources.lws import wire
 
     body = b"\n".join(lines) + b"\n"
     small = datagrams(lines)
@@ -197,10 +197,10 @@ def bench_json(lines: list[bytes]) -> float:
 
 async def bench_udp(lines: list[bytes], rate: int) -> dict[str, float]:
     from lwsobs.config import Config, HostPort
-    from lwsobs.ingest.pipeline import IngestPipeline
-    from lwsobs.ingest.service import run_ingest
     from lwsobs.observer import Observer
-    from lwsobs.sources.lws import LwsDecoder
+    from lwsobs.sources.lws.decoder import LwsDecoder
+    from lwsobs.sources.lws.pipeline import IngestPipeline
+    from lwsobs.sources.lws.receivers import run_ingest
 
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

@@ -68,7 +68,7 @@ def build_plain() -> tuple[web.Application, Shutdown | None]:
 def disable_parts(parts: str) -> None:
     """For bench/instructions.py --breakdown only: switch parts of lwsobs off to weigh them."""
     from lwsobs.core.tracker import Tracker
-    from lwsobs.sources.aiohttp_server import InstrumentedRequestHandler, RequestHandler
+    from lwsobs.sources.aiohttp.server import InstrumentedRequestHandler, RequestHandler
 
     def nothing(*args: Any, **kwargs: Any) -> None:
         return None

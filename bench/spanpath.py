@@ -46,11 +46,11 @@ def child(part: str, count: int, endpoint: str) -> int:
     from lwsobs.core.ids import Ids
     from lwsobs.core.roles import Role
     from lwsobs.core.tracker import Tracker
-    from lwsobs.sinks.otlp_exporter import OtlpExporter
-    from lwsobs.sinks.otlp_http import OtlpHttpConfig
-    from lwsobs.sinks.recent_connections import RecentConnections
-    from lwsobs.sinks.span_builder import SpanBuilder
-    from lwsobs.sinks.spans import Fact, FactExporter, SpanSink
+    from lwsobs.sinks.spans.builder import SpanBuilder
+    from lwsobs.sinks.spans.otlp_exporter import OtlpExporter
+    from lwsobs.sinks.spans.otlp_http import OtlpHttpConfig
+    from lwsobs.sinks.spans.recent_connections import RecentConnections
+    from lwsobs.sinks.spans.sink import Fact, FactExporter, SpanSink
 
     class EncodeOnly:
         """The OTLP exporter's encoder, with nothing sent."""

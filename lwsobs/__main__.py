@@ -1,5 +1,5 @@
 import sys
 
-from lwsobs.cli import main
+from lwsobs.app.cli import main
 
 sys.exit(main())

@@ -26,23 +26,23 @@ COMPILED: Final = (
     "lwsobs.core.sink",
     "lwsobs.core.tracker",
     # the aiohttp server source's per-request hooks
-    "lwsobs.sources.aiohttp_server",
+    "lwsobs.sources.aiohttp.server",
     # the lws source: ingest pipeline, sequence tracking, decoder
-    "lwsobs.ingest.sequence",
-    "lwsobs.ingest.pipeline",
-    "lwsobs.sources.lws_tags",
-    "lwsobs.sources.lws",
+    "lwsobs.sources.lws.sequence",
+    "lwsobs.sources.lws.pipeline",
+    "lwsobs.sources.lws.tags",
+    "lwsobs.sources.lws.decoder",
     # the metrics sink and its renderer
-    "lwsobs.sinks.histogram",
-    "lwsobs.sinks.metrics",
-    "lwsobs.sinks.exposition",
+    "lwsobs.sinks.metrics.histogram",
+    "lwsobs.sinks.metrics.sink",
+    "lwsobs.sinks.metrics.exposition",
     # the span sink, sampling and the OTLP encoder
-    "lwsobs.sinks.spans",
-    "lwsobs.sinks.span_builder",
-    "lwsobs.sinks.otlp_encode",
-    "lwsobs.sinks.connection_span",
-    "lwsobs.sinks.otlp_facts",
-    "lwsobs.sinks.recent_connections",
+    "lwsobs.sinks.spans.sink",
+    "lwsobs.sinks.spans.builder",
+    "lwsobs.sinks.spans.otlp_encode",
+    "lwsobs.sinks.spans.connection_span",
+    "lwsobs.sinks.spans.otlp_facts",
+    "lwsobs.sinks.spans.recent_connections",
 )
 """Modules on a per-request, per-line or per-span path, compiled by the default build."""
 

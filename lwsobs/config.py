@@ -14,7 +14,7 @@ from typing import Final, NamedTuple
 from lwsobs.core.policy import LeakPolicy, parse_idle_limits
 from lwsobs.core.roles import Role
 from lwsobs.core.tracker import DEFAULT_MAX_SOURCES, DEFAULT_MAX_WSIS
-from lwsobs.sinks.otlp_http import OtlpConfigError, OtlpHttpConfig
+from lwsobs.sinks.spans.otlp_http import OtlpConfigError, OtlpHttpConfig
 
 
 class ConfigError(ValueError):

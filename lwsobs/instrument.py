@@ -8,16 +8,16 @@ from __future__ import annotations
 
 from aiohttp import ClientSession, web
 
+from lwsobs.app.web_api import add_metrics_route
 from lwsobs.observer import Observer, default_observer
-from lwsobs.sources.aiohttp_client import (
+from lwsobs.sources.aiohttp.client import (
     DEFAULT_SOURCE,
     instrument_all,
     instrument_connector,
     uninstrument_all,
 )
-from lwsobs.sources.aiohttp_server import ServerInstrumentation, instrument_server
-from lwsobs.sources.client_state import client_instrumentation
-from lwsobs.web_api import add_metrics_route
+from lwsobs.sources.aiohttp.client_state import client_instrumentation
+from lwsobs.sources.aiohttp.server import ServerInstrumentation, instrument_server
 
 _INSTRUMENTED = web.AppKey("lwsobs_instrumentation", ServerInstrumentation)
 

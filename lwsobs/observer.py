@@ -24,15 +24,15 @@ from lwsobs.core.ids import Ids
 from lwsobs.core.model import Wsi
 from lwsobs.core.roles import LeakRule
 from lwsobs.core.tracker import Tracker
-from lwsobs.sinks.collector import LwsobsCollector, table_bounds
 from lwsobs.sinks.leak_log import LeakLog
 from lwsobs.sinks.live import LiveView
-from lwsobs.sinks.metrics import MetricsSink
-from lwsobs.sinks.otlp_exporter import OtlpExporter
-from lwsobs.sinks.recent_connections import RecentConnections
-from lwsobs.sinks.recent_traces import RecentTraces
-from lwsobs.sinks.span_builder import SpanBuilder
-from lwsobs.sinks.spans import FactExporter, SpanSink
+from lwsobs.sinks.metrics.collector import LwsobsCollector, table_bounds
+from lwsobs.sinks.metrics.sink import MetricsSink
+from lwsobs.sinks.spans.builder import SpanBuilder
+from lwsobs.sinks.spans.otlp_exporter import OtlpExporter
+from lwsobs.sinks.spans.recent_connections import RecentConnections
+from lwsobs.sinks.spans.recent_traces import RecentTraces
+from lwsobs.sinks.spans.sink import FactExporter, SpanSink
 
 log = logging.getLogger("lwsobs")
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from mypy_extensions import mypyc_attr
+
 from lwsobs.core.roles import Role
 
 NS = 1_000_000_000
@@ -28,6 +30,7 @@ DEFAULT_IDLE_LIMITS_S: Mapping[Role, float | None] = {
 }
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # a test counts its lookups
 @dataclass(frozen=True)
 class LeakPolicy:
     """Per-role idle limits in seconds; a role mapped to None is never an idle suspect."""

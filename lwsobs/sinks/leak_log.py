@@ -12,7 +12,7 @@ from collections import Counter
 
 from lwsobs.core.model import Wsi
 from lwsobs.core.policy import NS
-from lwsobs.sinks.base import NullSink
+from lwsobs.core.sink import BaseSink
 from lwsobs.sinks.live import format_peer
 
 log = logging.getLogger("lwsobs.leaks")
@@ -20,7 +20,7 @@ log = logging.getLogger("lwsobs.leaks")
 DEFAULT_LINES_PER_SECOND = 20
 
 
-class LeakLog(NullSink):
+class LeakLog(BaseSink):
     def __init__(self, per_second: int = DEFAULT_LINES_PER_SECOND) -> None:
         self.per_second = per_second
         self._second: int | None = None  # the second of flag time the count below is for

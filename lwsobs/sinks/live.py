@@ -9,8 +9,8 @@ from typing import Any
 from lwsobs.core.model import Peer, Wsi
 from lwsobs.core.policy import NS
 from lwsobs.core.roles import SUSPECT_RULES
+from lwsobs.core.sink import BaseSink
 from lwsobs.core.tracker import Tracker
-from lwsobs.sinks.base import NullSink
 
 
 def format_peer(peer: Peer) -> str | None:
@@ -39,7 +39,7 @@ def wsi_json(wsi: Wsi, now: int) -> dict[str, Any]:
     }
 
 
-class LiveView(NullSink):
+class LiveView(BaseSink):
     """Remembers the most recent flagged wsis (the live table itself is the Tracker's)."""
 
     def __init__(self, tracker: Tracker, max_leaks: int = 1000) -> None:

@@ -26,7 +26,7 @@ from lwsobs import (
 )
 from lwsobs.config import Config
 from lwsobs.observer import Observer
-from lwsobs.sources.aiohttp_client import connector_state
+from lwsobs.sources.aiohttp.client import connector_state
 from tests.conftest import eventually, free_port, hello_app, run_app, ws_echo
 
 SOURCE = "aiohttp-client"

@@ -1,6 +1,6 @@
 """`lwsobs serve --demo` replays the shipped lws recording through its own ingest, pass after pass.
 
-The expectations per pass come from the recording itself, replayed offline (`lwsobs.replay`):
+The expectations per pass come from the recording itself, replayed offline (`lwsobs.app.replay`):
 the live service must show exactly that many wsis, transactions and leaks per completed pass,
 and every line must arrive (none rejected, lost or duplicated).
 """
@@ -21,12 +21,12 @@ from typing import Any
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
+from lwsobs.app.demo_lws import DEMO_NAME, RECORDING, attach_lws_demo, load_recording
+from lwsobs.app.replay import replay, report
+from lwsobs.app.service import PIPELINE, build_app
 from lwsobs.config import Config
-from lwsobs.demo_lws import DEMO_NAME, RECORDING, attach_lws_demo, load_recording
-from lwsobs.ingest.wire import BYE, HELLO, Event, parse_line
 from lwsobs.observer import Observer
-from lwsobs.replay import replay, report
-from lwsobs.service import PIPELINE, build_app
+from lwsobs.sources.lws.wire import BYE, HELLO, Event, parse_line
 from tests.conftest import eventually, free_port, run_app
 
 LWS_ROLES = {"listen", "h1-server", "ws-server", "h1-client", "ws-client", "h2-server", "h2-stream"}

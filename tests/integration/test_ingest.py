@@ -24,12 +24,12 @@ from prometheus_client.openmetrics.exposition import generate_latest as openmetr
 from prometheus_client.parser import text_string_to_metric_families
 
 from lwsobs.config import Config, HostPort
-from lwsobs.ingest.http import add_ingest_route
-from lwsobs.ingest.pipeline import DropReason, IngestPipeline
-from lwsobs.ingest.service import attach_ingest, run_ingest
-from lwsobs.ingest.udp import DatagramReceiver, start_udp
-from lwsobs.ingest.unix import start_unix
-from lwsobs.ingest.wire import BYE, HELLO, Event, RejectReason
+from lwsobs.sources.lws.http import add_ingest_route
+from lwsobs.sources.lws.pipeline import DropReason, IngestPipeline
+from lwsobs.sources.lws.receivers import attach_ingest, run_ingest
+from lwsobs.sources.lws.udp import DatagramReceiver, start_udp
+from lwsobs.sources.lws.unix import start_unix
+from lwsobs.sources.lws.wire import BYE, HELLO, Event, RejectReason
 from tests.conftest import eventually, run_app
 
 T0 = 1_700_000_000_000_000_000

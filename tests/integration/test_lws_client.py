@@ -21,11 +21,11 @@ from typing import Any, cast
 
 from aiohttp import web
 
+from lwsobs.app.service import PIPELINE, build_app
 from lwsobs.config import Config, HostPort
-from lwsobs.ingest.wire import Event
 from lwsobs.observer import Observer
-from lwsobs.service import PIPELINE, build_app
-from lwsobs.sources.lws import LwsDecoder
+from lwsobs.sources.lws.decoder import LwsDecoder
+from lwsobs.sources.lws.wire import Event
 from tests.conftest import free_port
 from tests.conftest import run_app as run_service
 from tests.integration.test_lws_h2 import Tee, counts, spans_of, until_context_gone

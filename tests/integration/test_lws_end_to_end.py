@@ -19,11 +19,11 @@ from typing import cast
 
 import aiohttp
 
+from lwsobs.app.service import PIPELINE, build_app
 from lwsobs.config import Config, HostPort
 from lwsobs.core.roles import Role
 from lwsobs.observer import Observer
-from lwsobs.service import PIPELINE, build_app
-from lwsobs.sources.lws import LwsDecoder
+from lwsobs.sources.lws.decoder import LwsDecoder
 from tests.conftest import eventually, free_port
 from tests.conftest import run_app as run_service
 from tests.integration.test_lws_h2 import Tee, until_context_gone

@@ -27,10 +27,10 @@ from typing import Any
 import aiohttp
 import pytest
 
+from lwsobs.app.service import build_app
 from lwsobs.config import Config, HostPort
-from lwsobs.ingest.wire import Event
 from lwsobs.observer import Observer
-from lwsobs.service import build_app
+from lwsobs.sources.lws.wire import Event
 from tests.conftest import eventually, free_port
 from tests.conftest import run_app as run_service
 from tests.integration.test_shim import (

@@ -26,9 +26,9 @@ from typing import Any
 
 import aiohttp
 
+from lwsobs.app.service import build_app
 from lwsobs.config import Config, HostPort
 from lwsobs.observer import Observer
-from lwsobs.service import build_app
 from tests.conftest import eventually, free_port
 from tests.conftest import run_app as run_service
 from tests.integration.test_shim import (

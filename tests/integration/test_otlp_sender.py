@@ -7,9 +7,14 @@ import time
 
 import pytest
 
-from lwsobs.sinks import otlp_encode as enc
-from lwsobs.sinks.otlp_http import OtlpConfigError, OtlpHttpConfig, OtlpHttpSender, parse_headers
-from lwsobs.sinks.span_builder import SpanData
+from lwsobs.sinks.spans import otlp_encode as enc
+from lwsobs.sinks.spans.builder import SpanData
+from lwsobs.sinks.spans.otlp_http import (
+    OtlpConfigError,
+    OtlpHttpConfig,
+    OtlpHttpSender,
+    parse_headers,
+)
 from tests.otlp_receiver import serve_otlp_receiver
 
 BODY = enc.encode_spans(

@@ -7,9 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from lwsobs.app.replay import chunks, replay, report
 from lwsobs.config import Config
 from lwsobs.observer import Observer
-from lwsobs.replay import chunks, replay, report
 
 T0 = 1_800_000_000_000_000_000
 

@@ -7,9 +7,9 @@ import socket
 
 import aiohttp
 
+from lwsobs.app.service import build_app
 from lwsobs.config import Config, HostPort
 from lwsobs.observer import Observer
-from lwsobs.service import build_app
 from tests.conftest import eventually, free_port, run_app
 from tests.integration.test_replay import recording
 

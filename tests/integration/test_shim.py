@@ -3,7 +3,7 @@
 Builds shim/build/liblwsobs.so and tests/lws/lws_testapp (plus their -fsanitize=address twins),
 runs the app as a server on a free loopback port with LWSOBS_ENDPOINT pointing at a UDP socket
 of this test, drives it with curl and a raw websocket handshake, stops it with SIGTERM, and
-holds every datagram to wire-v1 (lwsobs.ingest.wire.parse_datagram): no rejection, seq from 0
+holds every datagram to wire-v1 (lwsobs.sources.lws.wire.parse_datagram): no rejection, seq from 0
 without a gap, HELLO first, BYE last, and the callback orders of
 docs/lws-lifecycle.md with consistent wsi pointers.
 
@@ -30,7 +30,7 @@ from pathlib import Path
 
 import pytest
 
-from lwsobs.ingest.wire import (
+from lwsobs.sources.lws.wire import (
     BYE,
     CONTEXT_DESTROY_BEGIN,
     CONTEXT_DESTROYED,

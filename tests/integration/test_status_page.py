@@ -20,13 +20,13 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from lwsobs.app.service import build_app
+from lwsobs.app.status import render_page
+from lwsobs.app.status.snapshot import live_counts
 from lwsobs.config import Config
 from lwsobs.core.model import Wsi
 from lwsobs.core.roles import Role
 from lwsobs.observer import Observer
-from lwsobs.service import build_app
-from lwsobs.status import render_page
-from lwsobs.status.snapshot import live_counts
 from tests.conftest import Running, eventually, hello_app, run_app
 from tests.integration.chromium import Node, devtools, parse, render
 from tests.integration.test_cli import lwsobs_process

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections import Counter
 
 from lwsobs.core.tracker import Tracker
-from lwsobs.ingest.wire import Event
-from lwsobs.sinks.metrics import MetricsSink
-from lwsobs.sources.lws import LwsDecoder
+from lwsobs.sinks.metrics.sink import MetricsSink
+from lwsobs.sources.lws.decoder import LwsDecoder
+from lwsobs.sources.lws.wire import Event
 
 
 class CountingDecoder:

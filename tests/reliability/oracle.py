@@ -1,7 +1,7 @@
 """An independent judge of wire-v1 lines, written from docs/wire.md alone.
 
 The fuzz tests compare its verdict with what the pipeline counted, line by line or summed: if
-lwsobs.ingest.wire rejects a line for another reason than the spec gives, or accepts a line the
+lwsobs.sources.lws.wire rejects a line for another reason than the spec gives, or accepts a line the
 spec refuses, the counts differ. Precedence where a line breaks several rules follows the
 documented order: length, UTF-8, JSON, object, `v`, the required fields in order, then the
 optional ones in the order they appear.

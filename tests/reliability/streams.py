@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lwsobs.core.tracker import Tracker
-from lwsobs.ingest.pipeline import IngestPipeline
 from lwsobs.sinks.live import LiveView
+from lwsobs.sources.lws.pipeline import IngestPipeline
 from tests.reliability.consumers import CountingDecoder
 
 T0 = 1_800_000_000 * 10**9

@@ -17,8 +17,8 @@ from collections import Counter
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lwsobs.ingest.pipeline import IngestPipeline
-from lwsobs.ingest.udp import start_udp
+from lwsobs.sources.lws.pipeline import IngestPipeline
+from lwsobs.sources.lws.udp import start_udp
 from tests.conftest import eventually
 from tests.reliability.consumers import CountingDecoder, table_is_consistent
 from tests.reliability.figures import record

@@ -16,8 +16,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from lwsobs.core.roles import SUSPECT_RULES, LeakRule, Role
-from lwsobs.ingest.pipeline import IngestPipeline
-from lwsobs.sources.lws_reasons import LwsReason
+from lwsobs.sources.lws.pipeline import IngestPipeline
+from lwsobs.sources.lws.reasons import LwsReason
 from tests.reliability.consumers import CountingDecoder, table_is_consistent
 
 T0 = 1_800_000_000 * 10**9

@@ -16,10 +16,10 @@ from typing import Any
 
 import aiohttp
 
+from lwsobs.app.service import PIPELINE, build_app
 from lwsobs.config import Config
 from lwsobs.core.roles import Role
 from lwsobs.observer import Observer
-from lwsobs.service import PIPELINE, build_app
 from tests.conftest import eventually, run_app
 from tests.reliability.figures import latency_summary, record
 from tests.reliability.mutate import corpus

@@ -18,12 +18,12 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_ON
 from lwsobs.core.ids import Ids
 from lwsobs.core.roles import Role
 from lwsobs.core.tracker import Tracker
-from lwsobs.ingest.pipeline import DropReason, IngestPipeline
-from lwsobs.ingest.udp import DatagramReceiver, receive_queue_fill
-from lwsobs.sinks.otlp_exporter import OtlpExporter
-from lwsobs.sinks.otlp_http import OtlpHttpConfig, OtlpHttpSender
-from lwsobs.sinks.span_builder import SpanBuilder
-from lwsobs.sinks.spans import SpanSink
+from lwsobs.sinks.spans.builder import SpanBuilder
+from lwsobs.sinks.spans.otlp_exporter import OtlpExporter
+from lwsobs.sinks.spans.otlp_http import OtlpHttpConfig, OtlpHttpSender
+from lwsobs.sinks.spans.sink import SpanSink
+from lwsobs.sources.lws.pipeline import DropReason, IngestPipeline
+from lwsobs.sources.lws.udp import DatagramReceiver, receive_queue_fill
 from tests.reliability.consumers import CountingDecoder
 from tests.reliability.faulty_otlp import faulty_otlp
 from tests.reliability.figures import record

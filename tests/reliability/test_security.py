@@ -25,8 +25,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from lwsobs.config import DEFAULT_UDP, Config
 from lwsobs.core.roles import CODE_CLASSES, AbandonReason, EndReason, LeakRule, Role
-from lwsobs.ingest.pipeline import TRANSPORTS, DropReason
-from lwsobs.ingest.wire import RejectReason
+from lwsobs.sources.lws.pipeline import TRANSPORTS, DropReason
+from lwsobs.sources.lws.wire import RejectReason
 from tests.reliability.figures import record
 from tests.reliability.rawhttp import exchange, request, statuses
 from tests.reliability.service_proc import LwsProducer, Service, lwsobs_serve, total

@@ -22,10 +22,10 @@ from pathlib import Path
 
 import aiohttp
 
+from lwsobs.app.service import build_app
 from lwsobs.config import Config, HostPort
 from lwsobs.core.roles import Role
 from lwsobs.observer import Observer
-from lwsobs.service import build_app
 from tests.conftest import eventually, free_port
 from tests.conftest import run_app as run_service
 from tests.integration.test_shim import (

@@ -26,15 +26,15 @@ from lwsobs.core.model import Wsi
 from lwsobs.core.policy import LeakPolicy
 from lwsobs.core.roles import LeakRule, Role
 from lwsobs.core.tracker import OTHER_SOURCE, Tracker
-from lwsobs.ingest.pipeline import IngestPipeline
-from lwsobs.ingest.sequence import DEFAULT_MAX_SOURCES
-from lwsobs.sinks.collector import LwsobsCollector
-from lwsobs.sinks.exposition import render
 from lwsobs.sinks.live import LiveView
-from lwsobs.sinks.metrics import MetricsSink
-from lwsobs.sinks.span_builder import SpanBuilder
-from lwsobs.sinks.spans import SpanSink
-from lwsobs.sources.lws import LwsDecoder
+from lwsobs.sinks.metrics.collector import LwsobsCollector
+from lwsobs.sinks.metrics.exposition import render
+from lwsobs.sinks.metrics.sink import MetricsSink
+from lwsobs.sinks.spans.builder import SpanBuilder
+from lwsobs.sinks.spans.sink import SpanSink
+from lwsobs.sources.lws.decoder import LwsDecoder
+from lwsobs.sources.lws.pipeline import IngestPipeline
+from lwsobs.sources.lws.sequence import DEFAULT_MAX_SOURCES
 from tests.reliability.consumers import table_is_consistent
 from tests.reliability.figures import record, rss_bytes
 from tests.unit.recording import RecordingSink

@@ -12,8 +12,8 @@ import aiohttp
 from yarl import URL
 
 import lwsobs
-from lwsobs.sources.client_site import Site, caller_site, format_site
-from lwsobs.sources.client_state import Acquisition
+from lwsobs.sources.aiohttp.client_site import Site, caller_site, format_site
+from lwsobs.sources.aiohttp.client_state import Acquisition
 
 
 def line_after() -> int:

@@ -7,7 +7,7 @@ import pytest
 from lwsobs.config import Config, ConfigError
 from lwsobs.core.policy import NS
 from lwsobs.core.roles import Role
-from lwsobs.sinks.otlp_http import OtlpHttpConfig
+from lwsobs.sinks.spans.otlp_http import OtlpHttpConfig
 
 
 def test_defaults() -> None:

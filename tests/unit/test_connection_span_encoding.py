@@ -24,11 +24,11 @@ from lwsobs.build import build_kind
 from lwsobs.core.ids import Ids
 from lwsobs.core.model import Context, Peer, Transaction, Wsi
 from lwsobs.core.roles import CLIENT_ROLES, EndReason, LeakRule, Role
-from lwsobs.sinks import connection_span
-from lwsobs.sinks import otlp_encode as enc
-from lwsobs.sinks.otlp_facts import FactEncoder
-from lwsobs.sinks.span_builder import ConnectionFact, SpanBuilder
-from lwsobs.sinks.spans import SpanSink
+from lwsobs.sinks.spans import connection_span
+from lwsobs.sinks.spans import otlp_encode as enc
+from lwsobs.sinks.spans.builder import ConnectionFact, SpanBuilder
+from lwsobs.sinks.spans.otlp_facts import FactEncoder
+from lwsobs.sinks.spans.sink import SpanSink
 from tests.otlp_receiver import decode_request
 
 COMPILED = build_kind() == "compiled"

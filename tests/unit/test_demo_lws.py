@@ -6,7 +6,7 @@ import copy
 import json
 from typing import Any
 
-from lwsobs.demo_lws import (
+from lwsobs.app.demo_lws import (
     BATCH_NS,
     MAX_GAP_NS,
     datagrams,
@@ -14,8 +14,8 @@ from lwsobs.demo_lws import (
     rebase,
     source_names,
 )
-from lwsobs.ingest.pipeline import IngestPipeline
-from lwsobs.ingest.wire import BYE, CONTEXT_DESTROYED, HELLO, Event, parse_datagram
+from lwsobs.sources.lws.pipeline import IngestPipeline
+from lwsobs.sources.lws.wire import BYE, CONTEXT_DESTROYED, HELLO, Event, parse_datagram
 
 MS = 1_000_000
 T_REC = 1_600_000_000_000_000_000  # when the recording was made

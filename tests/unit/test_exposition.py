@@ -9,7 +9,7 @@ from prometheus_client.openmetrics.exposition import generate_latest as openmetr
 from lwsobs.config import Config
 from lwsobs.core.roles import LeakRule, Role
 from lwsobs.observer import Observer
-from lwsobs.sinks.exposition import render
+from lwsobs.sinks.metrics.exposition import render
 
 T0 = 1_800_000_000_000_000_000
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from lwsobs.sinks.histogram import (
+from lwsobs.sinks.metrics.histogram import (
     DURATION_BUCKETS_S,
     LIFETIME_BUCKETS_S,
     TRANSACTIONS_BUCKETS,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from lwsobs.cli import _parser, make_config
+from lwsobs.app.cli import _parser, make_config
 from lwsobs.config import DEFAULT_UDP, Config, ConfigError, HostPort
 
 

@@ -9,9 +9,9 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from lwsobs.ingest.pipeline import OTHER, Counts, DropReason, EventConsumer, IngestPipeline
-from lwsobs.ingest.wire import BYE, HEARTBEAT, HELLO, Event, RejectReason
-from lwsobs.sinks.exposition import render_families
+from lwsobs.sinks.metrics.exposition import render_families
+from lwsobs.sources.lws.pipeline import OTHER, Counts, DropReason, EventConsumer, IngestPipeline
+from lwsobs.sources.lws.wire import BYE, HEARTBEAT, HELLO, Event, RejectReason
 
 NS = 1_000_000_000
 T0 = 1_700_000_000 * NS

@@ -13,8 +13,8 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lwsobs.ingest.pipeline import IngestPipeline
-from lwsobs.ingest.wire import BYE, HEARTBEAT, HELLO, Event
+from lwsobs.sources.lws.pipeline import IngestPipeline
+from lwsobs.sources.lws.wire import BYE, HEARTBEAT, HELLO, Event
 from tests.unit.test_ingest_pipeline import T0, RecordingConsumer, line
 
 

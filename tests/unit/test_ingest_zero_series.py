@@ -8,8 +8,8 @@ or would get, its own label.
 
 from __future__ import annotations
 
-from lwsobs.ingest.pipeline import OTHER, IngestPipeline
-from lwsobs.ingest.wire import BYE
+from lwsobs.sources.lws.pipeline import OTHER, IngestPipeline
+from lwsobs.sources.lws.wire import BYE
 from tests.unit.test_ingest_pipeline import NS, T0, RecordingConsumer, line, lines
 
 

@@ -17,9 +17,9 @@ from lwsobs.core.model import Transaction, Wsi
 from lwsobs.core.roles import Role
 from lwsobs.core.sink import BaseSink
 from lwsobs.core.tracker import Tracker
-from lwsobs.ingest.wire import Event, source_label
-from lwsobs.sinks.span_builder import SpanBuilder, snapshot
-from lwsobs.sources.lws import LwsDecoder, normalise_peer
+from lwsobs.sinks.spans.builder import SpanBuilder, snapshot
+from lwsobs.sources.lws.decoder import LwsDecoder, normalise_peer
+from lwsobs.sources.lws.wire import Event, source_label
 from tests.reliability.consumers import table_is_consistent
 
 T0 = 1_800_000_000_000_000_000

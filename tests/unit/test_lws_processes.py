@@ -17,11 +17,11 @@ from lwsobs.core.model import Wsi
 from lwsobs.core.policy import NS
 from lwsobs.core.sink import BaseSink
 from lwsobs.core.tracker import Tracker
-from lwsobs.ingest.pipeline import IngestPipeline
-from lwsobs.ingest.wire import Event
-from lwsobs.sinks.metrics import MetricsSink
-from lwsobs.sources.lws import LwsDecoder
-from lwsobs.sources.lws_process import ProcessWatch, unobserved_reason
+from lwsobs.sinks.metrics.sink import MetricsSink
+from lwsobs.sources.lws.decoder import LwsDecoder
+from lwsobs.sources.lws.pipeline import IngestPipeline
+from lwsobs.sources.lws.process import ProcessWatch, unobserved_reason
+from lwsobs.sources.lws.wire import Event
 
 T0 = 1_800_000_000_000_000_000
 MS = 1_000_000

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from lwsobs.ingest.wire import PseudoEvent
-from lwsobs.sources.lws_reasons import (
+from lwsobs.sources.lws.reasons import (
     FAKE_WSI_REASONS,
     PSEUDO_NAMES,
     REASON_NAMES,
@@ -13,6 +12,7 @@ from lwsobs.sources.lws_reasons import (
     is_fake_wsi,
     reason_name,
 )
+from lwsobs.sources.lws.wire import PseudoEvent
 
 
 @pytest.mark.parametrize(

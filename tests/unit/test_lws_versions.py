@@ -8,7 +8,7 @@ refuses itself), h2 streams counted on their connection, and the client request 
 from __future__ import annotations
 
 from lwsobs.core.roles import Role
-from lwsobs.sources.lws_tags import TagKind, tag_kind
+from lwsobs.sources.lws.tags import TagKind, tag_kind
 from tests.reliability.consumers import table_is_consistent
 from tests.unit.test_lws_decoder import Script as DecoderScript
 

@@ -21,9 +21,9 @@ from lwsobs.core.model import Transaction, Wsi
 from lwsobs.core.policy import NS
 from lwsobs.core.roles import LeakRule, Role
 from lwsobs.core.tracker import Tracker
-from lwsobs.sinks.collector import LwsobsCollector
-from lwsobs.sinks.metrics import MetricsSink
-from lwsobs.sinks.span_builder import SpanBuilder
+from lwsobs.sinks.metrics.collector import LwsobsCollector
+from lwsobs.sinks.metrics.sink import MetricsSink
+from lwsobs.sinks.spans.builder import SpanBuilder
 from tests.unit.recording import T0, RecordingSink
 
 MS = 1_000_000

@@ -11,9 +11,9 @@ from lwsobs.core.ids import Ids
 from lwsobs.core.model import Transaction
 from lwsobs.core.roles import Role
 from lwsobs.core.tracker import Tracker
-from lwsobs.sinks import otlp_encode as enc
-from lwsobs.sinks.otlp_facts import FactEncoder
-from lwsobs.sinks.span_builder import SpanBuilder, SpanData, snapshot
+from lwsobs.sinks.spans import otlp_encode as enc
+from lwsobs.sinks.spans.builder import SpanBuilder, SpanData, snapshot
+from lwsobs.sinks.spans.otlp_facts import FactEncoder
 from tests.otlp_receiver import decode_attributes, decode_request
 
 T0 = 1_795_713_864_949_553_093

@@ -8,16 +8,16 @@ from __future__ import annotations
 
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, Sampler
 
+from lwsobs.app.status.waterfall import connections_json
 from lwsobs.config import Config
 from lwsobs.core.ids import Ids
 from lwsobs.core.model import Wsi
 from lwsobs.core.roles import LeakRule, Role
 from lwsobs.core.tracker import Tracker
 from lwsobs.observer import Observer
-from lwsobs.sinks.recent_connections import RecentConnections
-from lwsobs.sinks.span_builder import SpanBuilder
-from lwsobs.sinks.spans import SpanSink
-from lwsobs.status.waterfall import connections_json
+from lwsobs.sinks.spans.builder import SpanBuilder
+from lwsobs.sinks.spans.recent_connections import RecentConnections
+from lwsobs.sinks.spans.sink import SpanSink
 
 T0 = 1_700_000_000_000_000_000
 MS = 1_000_000

@@ -8,8 +8,8 @@ from lwsobs.core.ids import Ids
 from lwsobs.core.model import Transaction, Wsi
 from lwsobs.core.roles import Role
 from lwsobs.core.tracker import Tracker
-from lwsobs.sinks.recent_traces import RecentTraces
-from lwsobs.sinks.span_builder import SpanBuilder, snapshot
+from lwsobs.sinks.spans.builder import SpanBuilder, snapshot
+from lwsobs.sinks.spans.recent_traces import RecentTraces
 
 T0 = 1_700_000_000_000_000_000
 

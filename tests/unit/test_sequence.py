@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from lwsobs.ingest.sequence import Action, SequenceTracker, SourceStats, Verdict
+from lwsobs.sources.lws.sequence import Action, SequenceTracker, SourceStats, Verdict
 
 
 def feed(tracker: SequenceTracker, src: str, seqs: list[int]) -> list[Verdict]:

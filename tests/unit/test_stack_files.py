@@ -18,10 +18,10 @@ from urllib.parse import urlsplit
 import jsonschema
 import pytest
 
-from lwsobs.cli import _parser
+from lwsobs.app.cli import _parser
+from lwsobs.app.service import build_app
 from lwsobs.config import Config, parse_udp
 from lwsobs.observer import Observer
-from lwsobs.service import build_app
 from tests.stack import (
     ALERTS_TEST_YML,
     ALERTS_YML,

@@ -9,7 +9,7 @@ from lwsobs.config import Config, ConfigError
 from lwsobs.core.roles import Role
 from lwsobs.core.tracker import DEFAULT_MAX_SOURCES, DEFAULT_MAX_WSIS
 from lwsobs.observer import Observer
-from lwsobs.sinks.exposition import render
+from lwsobs.sinks.metrics.exposition import render
 
 
 def test_defaults_and_environment() -> None:

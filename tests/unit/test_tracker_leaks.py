@@ -7,7 +7,7 @@ import pytest
 from lwsobs.core.model import Context, Wsi
 from lwsobs.core.roles import SUSPECT_RULES, EndReason, LeakRule, Role
 from lwsobs.core.tracker import Tracker
-from lwsobs.sinks.metrics import MetricsSink
+from lwsobs.sinks.metrics.sink import MetricsSink
 from tests.unit.recording import T0, RecordingSink, active, live_sizes, make, suspects
 
 CERTAIN = [

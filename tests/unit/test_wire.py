@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lwsobs.ingest.wire import (
+from lwsobs.sources.lws.wire import (
     BYE,
     CONTEXT_DESTROY_BEGIN,
     CONTEXT_DESTROYED,

@@ -18,8 +18,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lwsobs.ingest import wire
-from lwsobs.ingest.wire import (
+from lwsobs.sources.lws import wire
+from lwsobs.sources.lws.wire import (
     EVENT_FIELDS,
     MAX_LINE_BYTES,
     MAX_TEXT_BYTES,

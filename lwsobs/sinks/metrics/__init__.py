@@ -1,0 +1,1 @@
+"""The metrics sink: integer counters and histograms, rendered at scrape time."""

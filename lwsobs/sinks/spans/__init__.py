@@ -1,0 +1,1 @@
+"""The span sink: finished facts queued, sampled and exported as OTLP spans by a worker thread."""

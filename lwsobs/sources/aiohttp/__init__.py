@@ -1,0 +1,1 @@
+"""The aiohttp source: server connections and requests, client connections and requests."""
