@@ -85,7 +85,7 @@ def test_receivers_default_to_loopback_and_the_token_is_compared_in_constant_tim
     config = Config.from_env({})
     assert config.udp == DEFAULT_UDP and DEFAULT_UDP.host == "127.0.0.1"
     assert config.unix is None and config.ingest_token is None
-    source = Path(__file__).resolve().parents[2] / "lwsobs" / "ingest" / "http.py"
+    source = Path(__file__).resolve().parents[2] / "lwsobs" / "sources" / "lws" / "http.py"
     assert "hmac.compare_digest(" in source.read_text()
 
 
