@@ -79,7 +79,13 @@ def build_app(config: str, detail: bool, noop: str, bookkeeping: bool) -> Any:
         handler: Any = InstrumentedRequestHandler
         handler.data_received = RequestHandler.data_received
         handler.log_access = RequestHandler.log_access
-        handler._lwsobs_make_request = property(lambda self: self._lwsobs_factory)
+        init = handler.__init__
+
+        def without_factory_hook(self: Any, *args: Any, **kwargs: Any) -> None:
+            init(self, *args, **kwargs)
+            self._request_factory = self._lwsobs_hooks.factory  # aiohttp's own again
+
+        handler.__init__ = without_factory_hook
     observer = Observer(Config(spans=detail, otlp=False, recent_traces=0, recent_connections=0))
     instrument(app, observer, metrics_path=None)
     return app

@@ -83,7 +83,13 @@ def disable_parts(parts: str) -> None:
         handler: Any = InstrumentedRequestHandler
         handler.data_received = RequestHandler.data_received
         handler.log_access = RequestHandler.log_access
-        handler._lwsobs_make_request = property(lambda self: self._lwsobs_factory)
+        init = handler.__init__
+
+        def without_factory_hook(self: Any, *args: Any, **kwargs: Any) -> None:
+            init(self, *args, **kwargs)
+            self._request_factory = self._lwsobs_hooks.factory  # aiohttp's own again
+
+        handler.__init__ = without_factory_hook
 
 
 def build_lwsobs(spans_expected: bool) -> tuple[web.Application, Shutdown | None]:

@@ -18,6 +18,7 @@ from importlib.machinery import EXTENSION_SUFFIXES
 from typing import Final, Literal
 
 COMPILED: Final = (
+    "lwsobs.clock",  # read on every request
     # the core: the table, the lifecycle and leak rules, derived ids
     "lwsobs.core.model",
     "lwsobs.core.roles",

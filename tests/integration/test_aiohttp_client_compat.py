@@ -21,11 +21,12 @@ import sys
 import tomllib
 from pathlib import Path
 
+from lwsobs.build import build_kind
 from tests.integration import test_aiohttp_client, test_aiohttp_server
 
 ROOT = Path(__file__).resolve().parents[2]
 CACHE = ROOT / ".venv-compat-aiohttp"
-VENV = CACHE / "venv"
+VENV = CACHE / f"venv-{sys.version_info[0]}.{sys.version_info[1]}"  # one per interpreter
 STAMP = VENV / "lwsobs-compat.json"
 PYTHON = VENV / "bin" / "python"
 MODULES = (test_aiohttp_client, test_aiohttp_server)
@@ -95,17 +96,24 @@ def compat_venv() -> Path:
         shutil.rmtree(VENV, ignore_errors=True)
         _checked([sys.executable, "-m", "venv", VENV], timeout=300)
         _checked([PYTHON, "-m", "pip", "install", "-q", *wanted["requirements"]], timeout=900)
-        _checked([PYTHON, "-m", "pip", "install", "-q", "--no-deps", "-e", ROOT], timeout=600)
+        # this checkout on the path, not installed: the compat run imports whichever build the
+        # outer run has in place (an install would build, and could replace its extensions)
+        site = _checked([PYTHON, "-c", "import site; print(site.getsitepackages()[0])"], 60)
+        (Path(site.strip()) / "lwsobs-checkout.pth").write_text(f"{ROOT}\n")
         STAMP.write_text(json.dumps(wanted))
     return PYTHON
 
 
 def test_aiohttp_sources_pass_their_tests_on_the_oldest_supported_aiohttp() -> None:
     python = compat_venv()
-    probe = "import aiohttp, lwsobs; print(aiohttp.__version__); print(lwsobs.__file__)"
-    version, where = _checked([python, "-c", probe], timeout=60).split()
+    probe = (
+        "import aiohttp, lwsobs, lwsobs.build as b; "
+        "print(aiohttp.__version__); print(lwsobs.__file__); print(b.build_kind())"
+    )
+    version, where, kind = _checked([python, "-c", probe], timeout=60).split()
     assert version == oldest_aiohttp()
     assert Path(where).resolve() == ROOT / "lwsobs" / "__init__.py"  # this checkout's code
+    assert kind == build_kind()  # and the build the outer run tests
 
     paths = [str(Path(module.__file__ or "").relative_to(ROOT)) for module in MODULES]
     pytest = [python, "-m", "pytest", "-q", "-p", "no:cacheprovider", *paths]

@@ -52,6 +52,12 @@ class MetricsSink(BaseSink):
         self.lifetime: dict[SourceRole, Histogram] = {}
         self.per_wsi: dict[SourceRole, Histogram] = {}
         self.series: dict[SourceRole, TransactionSeries] = {}
+        # The series of the last transaction: requests come in runs from one (source, role).
+        # Only transaction_ended adds to `series` and none is ever replaced, so a match of both
+        # objects by identity is the same series a lookup would find.
+        self._last_source: str | None = None
+        self._last_role: Role | None = None
+        self._last_series: TransactionSeries | None = None
 
     @property
     def transactions(self) -> dict[tuple[str, Role, str], int]:
@@ -72,10 +78,15 @@ class MetricsSink(BaseSink):
 
     def transaction_ended(self, txn: Transaction) -> None:
         # The per-request path: one lookup, then list arithmetic (histograms inlined).
-        key = (txn.wsi.context.source, txn.role)
-        series = self.series.get(key)
-        if series is None:
-            series = self.series[key] = TransactionSeries()
+        source = txn.wsi.context.source
+        role = txn.role
+        series = self._last_series
+        if series is None or source is not self._last_source or role is not self._last_role:
+            key = (source, role)
+            series = self.series.get(key)
+            if series is None:
+                series = self.series[key] = TransactionSeries()
+            self._last_source, self._last_role, self._last_series = source, role, series
         series.by_class[code_class_index(txn.status)] += 1
         end = txn.end_ns
         arrived = txn.arrived_ns

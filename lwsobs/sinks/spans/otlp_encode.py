@@ -26,12 +26,16 @@ def varint(n: int) -> bytes:
         return _VARINTS[n]
     if n < 0:
         n &= (1 << 64) - 1
-    out = bytearray()
+    # the encoded bytes gathered in one integer, little-endian: small ints stay unboxed when
+    # compiled, and one to_bytes call replaces a bytearray append per byte
+    encoded = 0
+    shift = 0
     while n > 0x7F:
-        out.append((n & 0x7F) | 0x80)
+        encoded |= ((n & 0x7F) | 0x80) << shift
+        shift += 8
         n >>= 7
-    out.append(n)
-    return bytes(out)
+    encoded |= n << shift
+    return encoded.to_bytes(shift // 8 + 1, "little")
 
 
 def _ld(tag: bytes, payload: bytes) -> bytes:

@@ -47,8 +47,18 @@ _WSI_ID_KEY = enc._key("lws.wsi.id")
 def _int_attr(key_field: bytes, value: int) -> bytes:
     """Span.attributes entry {key, AnyValue{int_value}} for a non-negative int."""
     number = _small[value] if 0 <= value < 128 else _varint(value)
-    kv = key_field + b"\x12" + _small[len(number) + 1] + b"\x18" + number
-    return _ATTR + _small[len(kv)] + kv
+    size = len(number)
+    return b"".join(
+        (
+            _ATTR,
+            _small[len(key_field) + size + 3],
+            key_field,
+            b"\x12",
+            _small[size + 1],
+            b"\x18",
+            number,
+        )
+    )
 
 
 class FactEncoder:

@@ -18,7 +18,6 @@ import itertools
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
-from time import monotonic_ns
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web, web_protocol, web_runner
@@ -26,9 +25,10 @@ from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_server import Server
 from mypy_extensions import mypyc_attr
 
-from lwsobs.clock import ANCHOR_NS, now_ns
+from lwsobs.clock import now_ns
 from lwsobs.core.model import Context, Wsi
 from lwsobs.core.roles import Role
+from lwsobs.core.tracker import Tracker
 
 if TYPE_CHECKING:
     from lwsobs.observer import Observer
@@ -77,25 +77,97 @@ def _route_of(request: Any) -> str | None:
         return None
 
 
+class ConnectionHooks:
+    """What the per-request hooks need for one connection, in one compiled object.
+
+    The handler is a subclass of aiohttp's Python class, so each of its attributes is a
+    dictionary lookup; this holds the wsi, the tracker and the pipelining state as fields, and
+    its `make_request` is the connection's request factory itself (aiohttp calls it directly).
+    """
+
+    def __init__(self, tracker: Tracker, factory: Any, detail: bool) -> None:
+        self.tracker = tracker
+        self.factory = factory  # aiohttp's own request factory, called after the bind
+        self.detail = detail  # route and traceparent only feed spans
+        self.wsi: Wsi | None = None
+        # (first message ordinal, last ordinal, arrival ns) per read that parsed messages
+        self.arrivals: deque[tuple[int, int, int]] = deque()
+        self.dequeued = 0
+
+    def received(self, before: int, after: int) -> None:
+        """A read parsed requests `before + 1 .. after`: they arrived now."""
+        self.arrivals.append((before + 1, after, now_ns()))
+
+    def make_request(
+        self, message: Any, payload: Any, protocol: Any, writer: Any, task: Any
+    ) -> Any:
+        """aiohttp takes a request off its queue: the transaction starts (HTTP_BIND)."""
+        now = now_ns()
+        ordinal = self.dequeued = self.dequeued + 1
+        arrived = now
+        arrivals = self.arrivals
+        while arrivals:
+            first, last, at = arrivals[0]
+            if last < ordinal:
+                arrivals.popleft()
+                continue
+            if first <= ordinal:
+                arrived = at
+            break
+        wsi = self.wsi
+        if wsi is not None:
+            if message is _ERROR_MESSAGE:
+                self.tracker.bind(wsi, now, arrived)
+            else:
+                self.tracker.bind(
+                    wsi,
+                    now,
+                    arrived,
+                    message.method,
+                    message.path,
+                    message.headers.get("traceparent") if self.detail else None,
+                )
+        return self.factory(message, payload, protocol, writer, task)
+
+    def responded(self, request: Any, response: Any) -> None:
+        """A response was written (log_access): the transaction ends."""
+        wsi = self.wsi
+        if wsi is None:
+            return
+        txn = wsi.txn
+        if txn is not None:
+            self.tracker.drop(
+                wsi,
+                now_ns(),
+                response.status,
+                _route_of(request) if self.detail else None,
+                None if txn.method is not None else "invalid_request",
+            )
+
+
 @mypyc_attr(native_class=False)  # a subclass of aiohttp's Python class: compiled methods only
 class InstrumentedRequestHandler(RequestHandler):
     """One per TCP connection; the wsi's lifetime is this protocol's lifetime."""
 
     def __init__(self, manager: InstrumentedServer, **kwargs: Any) -> None:
-        self._lwsobs_wsi: Wsi | None = None
+        self._lwsobs_hooks: ConnectionHooks | None = None
         super().__init__(manager, **kwargs)
         self._lwsobs = manager
         factory = self._request_factory
         assert factory is not None  # set from the manager in RequestHandler.__init__
-        self._lwsobs_factory = factory
-        # (first message ordinal, last ordinal, arrival ns) per read that parsed messages
-        self._lwsobs_arrivals: deque[tuple[int, int, int]] = deque()
-        self._lwsobs_dequeued = 0
-        self._request_factory = self._lwsobs_make_request
+        hooks = self._lwsobs_hooks = ConnectionHooks(manager.tracker, factory, manager.detail)
+        self._request_factory = hooks.make_request
+
+    @property
+    def _lwsobs_wsi(self) -> Wsi | None:
+        hooks = self._lwsobs_hooks
+        return None if hooks is None else hooks.wsi
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         manager = self._lwsobs
-        self._lwsobs_wsi = manager.tracker.open(
+        hooks = self._lwsobs_hooks
+        assert hooks is not None
+        hooks.wsi = manager.tracker.open(
             manager.lwsobs_context,
             Role.H1_SERVER,
             now_ns(),
@@ -115,57 +187,18 @@ class InstrumentedRequestHandler(RequestHandler):
         _base_data_received(self, data)
         after = self._request_count
         if after != before:
-            self._lwsobs_arrivals.append((before + 1, after, ANCHOR_NS + monotonic_ns()))
-
-    def _lwsobs_make_request(
-        self, message: Any, payload: Any, protocol: Any, writer: Any, task: Any
-    ) -> Any:
-        """aiohttp takes a request off its queue: the transaction starts (HTTP_BIND)."""
-        now = ANCHOR_NS + monotonic_ns()
-        ordinal = self._lwsobs_dequeued = self._lwsobs_dequeued + 1
-        arrived = now
-        arrivals = self._lwsobs_arrivals
-        while arrivals:
-            first, last, at = arrivals[0]
-            if last < ordinal:
-                arrivals.popleft()
-                continue
-            if first <= ordinal:
-                arrived = at
-            break
-        wsi = self._lwsobs_wsi
-        if wsi is not None:
-            manager = self._lwsobs
-            if message is _ERROR_MESSAGE:
-                manager.tracker.bind(wsi, now, arrived)
-            else:
-                manager.tracker.bind(
-                    wsi,
-                    now,
-                    arrived,
-                    message.method,
-                    message.path,
-                    message.headers.get("traceparent") if manager.detail else None,
-                )
-        return self._lwsobs_factory(message, payload, protocol, writer, task)
+            hooks = self._lwsobs_hooks
+            if hooks is not None:
+                hooks.received(before, after)
 
     def log_access(self, request: Any, response: Any, time: float | None) -> None:
         """Called for every request after its response was written: the transaction ends."""
         # aiohttp < 3.12 has no _logging_enabled; its log_access checks the access logger itself
         if getattr(self, "_logging_enabled", True):
             _base_log_access(self, request, response, time)
-        wsi = self._lwsobs_wsi
-        if wsi is not None:
-            txn = wsi.txn
-            if txn is not None:
-                manager = self._lwsobs
-                manager.tracker.drop(
-                    wsi,
-                    ANCHOR_NS + monotonic_ns(),
-                    response.status,
-                    _route_of(request) if manager.detail else None,
-                    None if txn.method is not None else "invalid_request",
-                )
+        hooks = self._lwsobs_hooks
+        if hooks is not None:
+            hooks.responded(request, response)
 
     def set_parser(self, parser: Any, *args: Any, **kwargs: Any) -> None:
         # aiohttp < 3.14 takes the parser alone; 3.14 adds data_received_cb
@@ -178,7 +211,8 @@ class InstrumentedRequestHandler(RequestHandler):
             tracker.upgrade(wsi, Role.WS_SERVER, now)
 
     def __del__(self) -> None:
-        wsi = getattr(self, "_lwsobs_wsi", None)
+        hooks = getattr(self, "_lwsobs_hooks", None)
+        wsi = None if hooks is None else hooks.wsi
         if wsi is not None and wsi.end_ns is None:
             # GC may run on any thread: hand the verdict to the observer's next tick.
             self._lwsobs.instrumentation.observer.finalized(wsi)
