@@ -9,11 +9,11 @@ collide and the low 64 bits look random to ratio samplers.
 from __future__ import annotations
 
 import re
-from typing import NamedTuple
+from typing import Final, NamedTuple
 
 from lwsobs.core.model import Transaction, Wsi
 
-M64 = (1 << 64) - 1
+M64: Final = (1 << 64) - 1
 
 
 def mix64(x: int) -> int:

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Final
 
 from mypy_extensions import mypyc_attr
 
 from lwsobs.core.roles import Role
 
-NS = 1_000_000_000
+NS: Final = 1_000_000_000
 
 # aiohttp closes idle keep-alive connections after 3630 s and lws after keepalive_timeout (5 s by
 # default); a connection idle well past both is suspicious. None means exempt.

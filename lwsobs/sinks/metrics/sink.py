@@ -6,7 +6,6 @@ Live counts are not kept here at all: they are read from the Tracker's table.
 
 from __future__ import annotations
 
-from bisect import bisect_left
 from collections import defaultdict
 
 from lwsobs.core.model import Transaction, Wsi
@@ -18,6 +17,7 @@ from lwsobs.sinks.metrics.histogram import (
     LIFETIME_BUCKETS_S,
     TRANSACTIONS_BUCKETS,
     Histogram,
+    bucket_of,
 )
 
 SourceRole = tuple[str, Role]
@@ -92,14 +92,14 @@ class MetricsSink(BaseSink):
         arrived = txn.arrived_ns
         seconds = (end - arrived) / NS if end is not None and end > arrived else 0.0
         hist = series.duration
-        i = bisect_left(hist.bounds, seconds)
+        i = bucket_of(hist.bounds, seconds)
         hist.counts[i] += 1
         hist.sum += seconds
         hist.exemplars[i] = (txn, seconds)
         start = txn.start_ns
         waited = (start - arrived) / NS if start > arrived else 0.0
         hist = series.queue_wait
-        hist.counts[bisect_left(hist.bounds, waited)] += 1
+        hist.counts[bucket_of(hist.bounds, waited)] += 1
         hist.sum += waited
 
     def wsi_opened(self, wsi: Wsi) -> None:
