@@ -54,6 +54,31 @@ def _field_ok(name: str, value: Any) -> bool:
     return True  # unknown fields are ignored
 
 
+MAX_NESTING = 1000  # docs/wire.md: arrays and objects nested more than 1,000 deep are not_json
+
+
+def _nesting(text: str) -> int:
+    """How deep arrays and objects nest in JSON `text`, brackets inside strings not counted."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for ch in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "]}":
+            depth -= 1
+    return deepest
+
+
 def judge(line: bytes) -> str | None:
     """The rejection reason wire-v1 gives `line` (no newline), or None if it is accepted."""
     if len(line) > MAX_LINE:
@@ -65,6 +90,8 @@ def judge(line: bytes) -> str | None:
     try:
         obj = json.loads(text, parse_int=_int_or_big, parse_constant=_no_constants)
     except (ValueError, RecursionError):
+        return "not_json"
+    if text.count("[") + text.count("{") > MAX_NESTING and _nesting(text) > MAX_NESTING:
         return "not_json"
     if not isinstance(obj, dict):
         return "not_object"
