@@ -33,10 +33,10 @@ COMPILED: Final = (
     "lwsobs.sources.lws.pipeline",
     "lwsobs.sources.lws.tags",
     "lwsobs.sources.lws.decoder",
-    # the metrics sink and its renderer
+    # the metrics sink (not its renderer, exposition.py: string building runs slower compiled,
+    # 2.9 against 2.1 ms per /metrics render on CPython 3.11)
     "lwsobs.sinks.metrics.histogram",
     "lwsobs.sinks.metrics.sink",
-    "lwsobs.sinks.metrics.exposition",
     # the span sink, sampling and the OTLP encoder
     "lwsobs.sinks.spans.sink",
     "lwsobs.sinks.spans.builder",
