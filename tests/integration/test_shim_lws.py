@@ -273,8 +273,11 @@ def test_idle_app_polls_as_without_the_shim(built: None, collector: Collector) -
     plain, plain_zero = _poll_calls(None, collector.endpoint)
     shimmed, shimmed_zero = _poll_calls(SHIM, collector.endpoint)
     assert plain > 10, "the app's own 50 ms tick"
-    # the same timers, so the same wake-ups (a little slack for the run's own jitter)
-    assert shimmed <= plain * 1.1 + 3, (plain, shimmed)
+    # the same timers, so the same timed wake-ups (a little slack for the run's own jitter). A
+    # zero-timeout poll is a timer found already due, which a loaded machine makes more of in
+    # either run: those are bounded on their own below, not counted as timers here.
+    timed_plain, timed_shimmed = plain - plain_zero, shimmed - shimmed_zero
+    assert timed_shimmed <= timed_plain * 1.1 + 3, (plain, plain_zero, shimmed, shimmed_zero)
     # no tight loop of zero-timeout polls (a loaded machine adds a few of its own either way)
     assert shimmed_zero <= plain_zero * 1.5 + 10, (plain_zero, shimmed_zero)
     got = wait_lines(collector, lambda g: sum(x["r"] == BYE for x in g) >= 1)
