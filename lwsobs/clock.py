@@ -7,11 +7,12 @@ clock once gives both, so an NTP step never yields a negative duration.
 from __future__ import annotations
 
 import time
+from typing import Final
 
-ANCHOR_NS = time.time_ns() - time.monotonic_ns()
+ANCHOR_NS: Final = time.time_ns() - time.monotonic_ns()
 """Add time.monotonic_ns() to this for the epoch time; hot paths inline it."""
 
-_monotonic_ns = time.monotonic_ns
+_monotonic_ns: Final = time.monotonic_ns
 
 
 def now_ns() -> int:
