@@ -168,3 +168,26 @@ def test_query_strings_never_leave_in_url_path() -> None:
     spans = decode_request(decode(FactEncoder(builder, RESOURCE, SCOPE).encode(facts)))  # type: ignore[arg-type]
     assert {s.attributes.get("url.path") for s in spans} >= {"/hello"}
     assert not any("?" in str(s.attributes.get("url.path", "")) for s in spans)
+
+
+def test_sampling_answers_are_kept_per_trace_and_the_oldest_forgotten_beyond_the_bound() -> None:
+    """Nested transactions share their connection's answer, a joined one has its own, and past
+    `remember` answers per table the oldest goes first (then exemplars stop pointing at it)."""
+    tracker = Tracker()
+    ctx = tracker.context("s", "c")
+    builder = SpanBuilder(Ids(5, join_traceparent=True), ALWAYS_ON, remember=2)
+    wsis = [tracker.open(ctx, Role.H1_SERVER, T0 + n) for n in range(3)]
+    nested = tracker.bind(wsis[0], T0 + 10, T0 + 10, "GET", "/", None)
+    assert nested is not None and not builder.known_kept(nested)
+    assert builder.transaction_sampled(nested) and builder.known_kept(wsis[0])
+    assert builder.known_kept(nested)  # the connection's answer
+    tracker.drop(wsis[0], T0 + 11, 200)
+    joined = tracker.bind(
+        wsis[1], T0 + 12, T0 + 12, "GET", "/", "00-" + "ab" * 16 + "-" + "cd" * 8 + "-01"
+    )
+    assert joined is not None and builder.transaction_sampled(joined)
+    assert builder.known_kept(joined) and not builder.known_kept(wsis[1])  # its own answer
+    for wsi in wsis[1:]:
+        assert builder.wsi_sampled(wsi)
+    assert [builder.known_kept(w) for w in wsis] == [False, True, True]  # wsis[0] forgotten
+    assert builder.known_kept(joined)  # the other table is bounded on its own

@@ -8,6 +8,7 @@ tuple: building an SDK ReadableSpan and encoding it through the SDK costs severa
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import Any, Final, NamedTuple
 
 from mypy_extensions import mypyc_attr
@@ -15,7 +16,7 @@ from opentelemetry import trace as trace_api
 from opentelemetry.sdk.trace.sampling import Decision, Sampler
 from opentelemetry.trace import SpanContext, SpanKind, TraceFlags
 
-from lwsobs.core.ids import Ids
+from lwsobs.core.ids import Ids, TxnTrace
 from lwsobs.core.model import Peer, Transaction, Wsi
 from lwsobs.core.roles import CLIENT_ROLES, SERVER_ROLES, EndReason, Role
 
@@ -157,8 +158,9 @@ class SpanBuilder:
         self.ids = ids
         self.sampler = sampler
         self._remember = remember
-        self._wsi_kept: dict[int, bool] = {}  # root wsi serial -> kept
-        self._txn_kept: dict[int, bool] = {}  # joined transaction serial -> kept
+        # oldest first, so forgetting one is O(1) (a dict's first key is found by a scan)
+        self._wsi_kept: OrderedDict[int, bool] = OrderedDict()  # root wsi serial -> kept
+        self._txn_kept: OrderedDict[int, bool] = OrderedDict()  # joined transaction serial -> kept
 
     # -- sampling ----------------------------------------------------------------------------
 
@@ -184,13 +186,13 @@ class SpanBuilder:
         return self.transaction_sampled(fact)
 
     def transaction_sampled(self, txn: Transaction) -> bool:
-        if not self._joins(txn):
+        trace = self._joined_trace(txn)
+        if trace is None:
             return self.wsi_sampled(txn.wsi)  # nested in its connection: its trace decides
         kept = self._txn_kept.get(txn.serial)
         if kept is None:
-            trace = self.ids.txn_trace(txn)
             remote = trace.remote
-            assert remote is not None  # _joins said so
+            assert remote is not None  # _joined_trace returns only traces that join one
             parent = SpanContext(
                 trace.trace_id,
                 trace.parent_span_id,
@@ -212,28 +214,29 @@ class SpanBuilder:
         """True only if the sampler already kept `record`'s trace (exemplars); never asks it."""
         if isinstance(record, Wsi):
             return self._wsi_kept.get(_root(record).serial) is True
-        if self._joins(record):
+        if self._joined_trace(record) is not None:
             return self._txn_kept.get(record.serial) is True
         return self._wsi_kept.get(_root(record.wsi).serial) is True
 
     def record_decision(self, record: Wsi | Transaction, kept: bool) -> None:
         """Remember an answer as if the sampler had given it (replays and tests)."""
-        if isinstance(record, Transaction) and self._joins(record):
+        if isinstance(record, Transaction) and self._joined_trace(record) is not None:
             self._keep(self._txn_kept, record.serial, kept)
         else:
             wsi = record if isinstance(record, Wsi) else record.wsi
             self._keep(self._wsi_kept, _root(wsi).serial, kept)
 
-    def _joins(self, txn: Transaction) -> bool:
-        """Whether `txn` is a span of its caller's trace rather than of its connection's."""
+    def _joined_trace(self, txn: Transaction) -> TxnTrace | None:
+        """`txn`'s trace if it is a span of its caller's trace, None if of its connection's."""
         if txn.traceparent is None or not self.ids.join_traceparent:
-            return False
-        return self.ids.txn_trace(txn).remote is not None
+            return None
+        trace = self.ids.txn_trace(txn)
+        return trace if trace.remote is not None else None
 
-    def _keep(self, table: dict[int, bool], serial: int, kept: bool) -> None:
+    def _keep(self, table: OrderedDict[int, bool], serial: int, kept: bool) -> None:
         table[serial] = kept
         if len(table) > self._remember:
-            del table[next(iter(table))]  # the oldest answer
+            table.popitem(last=False)  # the oldest answer
 
     # -- building ----------------------------------------------------------------------------
 
