@@ -62,11 +62,12 @@ def build_app(config: str, detail: bool, noop: str, bookkeeping: bool) -> Any:
     if config == "plain":
         return app
 
+    from server import remove_request_hooks  # bench/server.py, beside this script
+
     from lwsobs.config import Config
     from lwsobs.core.tracker import Tracker
     from lwsobs.instrument import instrument
     from lwsobs.observer import Observer
-    from lwsobs.sources.aiohttp.server import InstrumentedRequestHandler, RequestHandler
 
     if not bookkeeping:
         from lwsobs.build import build_kind
@@ -76,16 +77,7 @@ def build_app(config: str, detail: bool, noop: str, bookkeeping: bool) -> Any:
         stub: Any = nothing if noop == "python" else "".format  # C: takes anything, cheap
         Tracker.bind = Tracker.drop = stub  # type: ignore[method-assign]
     if config == "off":
-        handler: Any = InstrumentedRequestHandler
-        handler.data_received = RequestHandler.data_received
-        handler.log_access = RequestHandler.log_access
-        init = handler.__init__
-
-        def without_factory_hook(self: Any, *args: Any, **kwargs: Any) -> None:
-            init(self, *args, **kwargs)
-            self._request_factory = self._lwsobs_hooks.factory  # aiohttp's own again
-
-        handler.__init__ = without_factory_hook
+        remove_request_hooks()
     observer = Observer(Config(spans=detail, otlp=False, recent_traces=0, recent_connections=0))
     instrument(app, observer, metrics_path=None)
     return app

@@ -68,7 +68,6 @@ def build_plain() -> tuple[web.Application, Shutdown | None]:
 def disable_parts(parts: str) -> None:
     """For bench/instructions.py --breakdown only: switch parts of lwsobs off to weigh them."""
     from lwsobs.core.tracker import Tracker
-    from lwsobs.sources.aiohttp.server import InstrumentedRequestHandler, RequestHandler
 
     def nothing(*args: Any, **kwargs: Any) -> None:
         return None
@@ -80,16 +79,24 @@ def disable_parts(parts: str) -> None:
             sys.exit("LWSOBS_BENCH_DISABLE=bookkeeping needs the interpreted build")
         Tracker.bind = Tracker.drop = nothing  # type: ignore[method-assign]
     if "hooks" in parts:  # no per-request hook at all: what is left is per connection
-        handler: Any = InstrumentedRequestHandler
-        handler.data_received = RequestHandler.data_received
-        handler.log_access = RequestHandler.log_access
-        init = handler.__init__
+        remove_request_hooks()
 
-        def without_factory_hook(self: Any, *args: Any, **kwargs: Any) -> None:
-            init(self, *args, **kwargs)
-            self._request_factory = self._lwsobs_hooks.factory  # aiohttp's own again
 
-        handler.__init__ = without_factory_hook
+def remove_request_hooks() -> None:
+    """The instrumented handler with aiohttp's own data_received, log_access and request
+    factory (also bench/hooks.py's `off`): what is left of lwsobs is per connection."""
+    from lwsobs.sources.aiohttp.server import InstrumentedRequestHandler, RequestHandler
+
+    handler: Any = InstrumentedRequestHandler
+    handler.data_received = RequestHandler.data_received
+    handler.log_access = RequestHandler.log_access
+    init = handler.__init__
+
+    def without_factory_hook(self: Any, *args: Any, **kwargs: Any) -> None:
+        init(self, *args, **kwargs)
+        self._request_factory = self._lwsobs_hooks.factory  # aiohttp's own again
+
+    handler.__init__ = without_factory_hook
 
 
 def build_lwsobs(spans_expected: bool) -> tuple[web.Application, Shutdown | None]:
