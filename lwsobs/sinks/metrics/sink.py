@@ -17,7 +17,6 @@ from lwsobs.sinks.metrics.histogram import (
     LIFETIME_BUCKETS_S,
     TRANSACTIONS_BUCKETS,
     Histogram,
-    bucket_of,
 )
 
 SourceRole = tuple[str, Role]
@@ -77,7 +76,7 @@ class MetricsSink(BaseSink):
         return {key: series.queue_wait for key, series in self.series.items()}
 
     def transaction_ended(self, txn: Transaction) -> None:
-        # The per-request path: one lookup, then list arithmetic (histograms inlined).
+        # The per-request path: one lookup (usually none), then integer and list arithmetic.
         source = txn.wsi.context.source
         role = txn.role
         series = self._last_series
@@ -90,17 +89,11 @@ class MetricsSink(BaseSink):
         series.by_class[code_class_index(txn.status)] += 1
         end = txn.end_ns
         arrived = txn.arrived_ns
-        seconds = (end - arrived) / NS if end is not None and end > arrived else 0.0
-        hist = series.duration
-        i = bucket_of(hist.bounds, seconds)
-        hist.counts[i] += 1
-        hist.sum += seconds
-        hist.exemplars[i] = (txn, seconds)
+        series.duration.observe(
+            (end - arrived) / NS if end is not None and end > arrived else 0.0, txn
+        )
         start = txn.start_ns
-        waited = (start - arrived) / NS if start > arrived else 0.0
-        hist = series.queue_wait
-        hist.counts[bucket_of(hist.bounds, waited)] += 1
-        hist.sum += waited
+        series.queue_wait.observe((start - arrived) / NS if start > arrived else 0.0)
 
     def wsi_opened(self, wsi: Wsi) -> None:
         self.created[(wsi.context.source, wsi.role)] += 1
